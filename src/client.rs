@@ -1,0 +1,372 @@
+//! The client's side of the protocol, with blocking sockets.
+//!
+//! One implementation for everyone who talks to the server as a client: the
+//! `chat-client` binary, the integration tests and the benchmarks. A client
+//! asks the portal for a port ([`request_port`]), retrying while the server
+//! is full ([`obtain_port`]), proves itself on that port ([`Session::handshake`]),
+//! then sends and receives lines. [`Session::join`] does all of it.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The line that ends a session from the client's side.
+pub const TERMINATE_LINE: &str = "CLIENT>>> TERMINATE";
+
+/// How long the original client waits before asking a full portal again.
+pub const FULL_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// How long to wait for any single answer from the server while joining.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A worker port reserved by the portal, and the passcode that claims it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The worker port to connect to.
+    pub port: u16,
+    /// The one-time passcode to present there.
+    pub code: String,
+}
+
+/// What the portal said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalAnswer {
+    /// A port was reserved for us.
+    Assigned(Assignment),
+    /// No port is free: ask again later.
+    Full,
+}
+
+/// Why joining failed.
+#[derive(Debug)]
+pub enum JoinError {
+    /// The portal was full on every try.
+    Full {
+        /// How many times the portal was asked.
+        attempts: u32,
+    },
+    /// The worker port refused the passcode (also what a lapsed reservation
+    /// looks like).
+    Refused,
+    /// The server said something that is not in the protocol.
+    Protocol(String),
+    /// A socket error, including a timeout waiting for an answer.
+    Io(io::Error),
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Full { attempts } => {
+                write!(f, "the server stayed full ({attempts} attempt(s))")
+            }
+            JoinError::Refused => write!(f, "the worker port refused the passcode"),
+            JoinError::Protocol(line) => write!(f, "unexpected answer from the server: {line:?}"),
+            JoinError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<io::Error> for JoinError {
+    fn from(e: io::Error) -> Self {
+        JoinError::Io(e)
+    }
+}
+
+/// Reads the portal's answer from one line.
+pub fn parse_portal_reply(line: &str) -> Option<PortalAnswer> {
+    if line == "SERVER>>>full" {
+        return Some(PortalAnswer::Full);
+    }
+    let rest = line.strip_prefix("SERVER>>>Port=>")?;
+    let (port, code) = rest.split_once(",HandshakeCode=")?;
+    let code_ok = !code.is_empty() && code.bytes().all(|b| b.is_ascii_alphanumeric());
+    code_ok.then(|| {
+        Some(PortalAnswer::Assigned(Assignment {
+            port: port.parse().ok()?,
+            code: code.to_string(),
+        }))
+    })?
+}
+
+/// Asks the portal at `portal` once.
+pub fn request_port(portal: SocketAddr) -> Result<PortalAnswer, JoinError> {
+    let stream = TcpStream::connect_timeout(&portal, ANSWER_TIMEOUT)?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    let mut reader = BufReader::new(stream);
+    let line = read_text_line(&mut reader)?
+        .ok_or_else(|| JoinError::Protocol("portal closed without answering".into()))?;
+    parse_portal_reply(&line).ok_or(JoinError::Protocol(line))
+}
+
+/// How often to ask a full portal again.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt; `None` retries without limit.
+    pub retries: Option<u32>,
+    /// The pause before each retry.
+    pub delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: None,
+            delay: FULL_RETRY_DELAY,
+        }
+    }
+}
+
+/// Asks the portal until it assigns a port or the retries run out.
+/// `on_full(attempt)` is called each time the answer is "full".
+pub fn obtain_port(
+    portal: SocketAddr,
+    policy: RetryPolicy,
+    mut on_full: impl FnMut(u32),
+) -> Result<Assignment, JoinError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match request_port(portal)? {
+            PortalAnswer::Assigned(assignment) => return Ok(assignment),
+            PortalAnswer::Full => {
+                on_full(attempt);
+                if policy.retries.is_some_and(|retries| attempt > retries) {
+                    return Err(JoinError::Full { attempts: attempt });
+                }
+                std::thread::sleep(policy.delay);
+            }
+        }
+    }
+}
+
+/// One line from the server, sorted by what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A chat line from the partner, byte for byte, without its newline.
+    Chat(Vec<u8>),
+    /// A server notice (a line beginning with `SERVER`).
+    Notice(String),
+}
+
+impl Message {
+    fn from_line(line: Vec<u8>) -> Message {
+        if line.starts_with(b"SERVER") {
+            Message::Notice(String::from_utf8_lossy(&line).into_owned())
+        } else {
+            Message::Chat(line)
+        }
+    }
+
+    /// Whether this is the idle or session-limit notice that ends a session.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Message::Notice(n) if n == "SERVER>>> TIMEOUT" || n == "SERVER>>> TOTAL TIME TIMEOUT")
+    }
+}
+
+/// A client holding a worker port after a good handshake.
+pub struct Session {
+    writer: TcpStream,
+    reader: SessionReader,
+    /// The worker port this session holds.
+    pub port: u16,
+    /// Whether the partner was connected when we joined.
+    pub partner_present: bool,
+}
+
+impl Session {
+    /// Connects to the assigned port on `host` and presents the passcode in
+    /// the original client's form.
+    pub fn handshake(host: IpAddr, assignment: &Assignment) -> Result<Session, JoinError> {
+        let port = assignment.port;
+        let addr = SocketAddr::new(host, port);
+        let mut writer = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)?;
+        writer.set_nodelay(true)?;
+        writer.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        let mut reader = SessionReader {
+            inner: BufReader::new(writer.try_clone()?),
+        };
+        writeln!(writer, "CLIENT{port}>>>HandshakeCode={}", assignment.code)?;
+        let expect = |line: Option<Message>| match line {
+            Some(Message::Notice(text)) => Ok(text),
+            Some(Message::Chat(bytes)) => Err(JoinError::Protocol(
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )),
+            None => Err(JoinError::Refused),
+        };
+        let answer = expect(reader.next_message()?)?;
+        if answer == format!("SERVER{port}>>> Wrong handshake passcode") {
+            return Err(JoinError::Refused);
+        }
+        if answer != format!("SERVER{port}>>> Connection successful") {
+            return Err(JoinError::Protocol(answer));
+        }
+        let status = expect(reader.next_message()?)?;
+        let partner_present = status.ends_with(" connected");
+        writer.set_read_timeout(None)?;
+        Ok(Session {
+            writer,
+            reader,
+            port,
+            partner_present,
+        })
+    }
+
+    /// Portal (with `policy` while full), then handshake. A refused handshake
+    /// (the reservation lapsed, say) goes back to the portal once.
+    pub fn join(
+        host: IpAddr,
+        portal_port: u16,
+        policy: RetryPolicy,
+        mut on_full: impl FnMut(u32),
+    ) -> Result<Session, JoinError> {
+        let portal = SocketAddr::new(host, portal_port);
+        let assignment = obtain_port(portal, policy, &mut on_full)?;
+        match Session::handshake(host, &assignment) {
+            Err(JoinError::Refused) => {
+                let assignment = obtain_port(portal, policy, &mut on_full)?;
+                Session::handshake(host, &assignment)
+            }
+            result => result,
+        }
+    }
+
+    /// Sends one line; the newline is added.
+    pub fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let mut framed = Vec::with_capacity(line.len() + 1);
+        framed.extend_from_slice(line);
+        framed.push(b'\n');
+        self.writer.write_all(&framed)
+    }
+
+    /// The next line from the server; `None` once the server has closed.
+    pub fn next_message(&mut self) -> io::Result<Option<Message>> {
+        self.reader.next_message()
+    }
+
+    /// Limits how long [`next_message`](Self::next_message) waits.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.writer.set_read_timeout(timeout)
+    }
+
+    /// Sends `CLIENT>>> TERMINATE` and waits, up to `wait`, for the server
+    /// to close. Lines still arriving meanwhile are returned.
+    pub fn terminate(mut self, wait: Duration) -> io::Result<Vec<Message>> {
+        self.send_line(TERMINATE_LINE.as_bytes())?;
+        self.writer.set_read_timeout(Some(wait))?;
+        let mut rest = Vec::new();
+        while let Some(message) = self.reader.next_message()? {
+            rest.push(message);
+        }
+        Ok(rest)
+    }
+
+    /// Splits into a reading half and a writing half, for a program that
+    /// reads the server and its user at the same time.
+    pub fn split(self) -> (SessionReader, SessionWriter) {
+        (
+            self.reader,
+            SessionWriter {
+                stream: self.writer,
+            },
+        )
+    }
+}
+
+/// The receiving half of a [`Session`].
+pub struct SessionReader {
+    inner: BufReader<TcpStream>,
+}
+
+impl SessionReader {
+    /// The next line from the server; `None` once the server has closed.
+    pub fn next_message(&mut self) -> io::Result<Option<Message>> {
+        let mut line = Vec::new();
+        if self.inner.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        Ok(Some(Message::from_line(line)))
+    }
+}
+
+/// The sending half of a [`Session`].
+pub struct SessionWriter {
+    stream: TcpStream,
+}
+
+impl SessionWriter {
+    /// Sends one line; the newline is added.
+    pub fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let mut framed = Vec::with_capacity(line.len() + 1);
+        framed.extend_from_slice(line);
+        framed.push(b'\n');
+        self.stream.write_all(&framed)
+    }
+
+    /// Sends `CLIENT>>> TERMINATE`.
+    pub fn terminate(&mut self) -> io::Result<()> {
+        self.send_line(TERMINATE_LINE.as_bytes())
+    }
+
+    /// Closes both directions, which also wakes a thread blocked reading.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.stream.shutdown(Shutdown::Both)
+    }
+}
+
+fn read_text_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(Some(
+        trimmed.strip_suffix('\r').unwrap_or(trimmed).to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portal_replies_are_parsed() {
+        assert_eq!(
+            parse_portal_reply("SERVER>>>full"),
+            Some(PortalAnswer::Full)
+        );
+        assert_eq!(
+            parse_portal_reply("SERVER>>>Port=>50003,HandshakeCode=abC123"),
+            Some(PortalAnswer::Assigned(Assignment {
+                port: 50003,
+                code: "abC123".into()
+            }))
+        );
+        for bad in [
+            "SERVER>>>Port=>x,HandshakeCode=abc",
+            "SERVER>>>Port=>1,HandshakeCode=",
+            "SERVER>>>Port=>1,HandshakeCode=a b",
+            "SERVER>>>Port=>1",
+            "hello",
+        ] {
+            assert_eq!(parse_portal_reply(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn lines_are_sorted_into_chat_and_notices() {
+        assert_eq!(
+            Message::from_line(b"hi".to_vec()),
+            Message::Chat(b"hi".to_vec())
+        );
+        let timeout = Message::from_line(b"SERVER>>> TIMEOUT".to_vec());
+        assert!(timeout.is_timeout());
+        assert!(!Message::from_line(b"SERVER50001>>> Partner 50002 left".to_vec()).is_timeout());
+    }
+}

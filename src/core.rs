@@ -1,0 +1,899 @@
+//! The protocol core: port stack, passcodes, pairing and deadlines, with no I/O.
+//!
+//! Nothing here touches a socket or reads the clock. The event loop reports
+//! what happened (`handle_*` methods, each given `now`) and then collects what
+//! to do ([`Core::poll_action`]): send a line to a connection, or close one.
+//! Because time and randomness come from outside, the tests below drive every
+//! rule with a fake clock and a seeded RNG.
+//!
+//! Worker ports are numbered from 0 here (`worker` 0 is the first worker port);
+//! worker `2k` is paired with `2k + 1`, which is the "1 with 2, 3 with 4" of the
+//! wire protocol.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::distr::{Alphanumeric, SampleString};
+use rand::{CryptoRng, Rng};
+
+/// Identifies one client connection. The event loop uses its slab key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub usize);
+
+/// Length of a passcode: 24 letters or digits from a 62-symbol alphabet carry
+/// 24 · log2(62) ≈ 143 bits, above the 128 the protocol asks for.
+pub const PASSCODE_LEN: usize = 24;
+
+/// The most bytes a client may send before its handshake line ends. The
+/// longest valid handshake, `CLIENT65535>>>HandshakeCode=` and a passcode, is
+/// 53 bytes; anything much longer is not a handshake, so it is not buffered.
+pub const HANDSHAKE_MAX_LINE: usize = 128;
+
+/// The line a client sends to leave.
+pub const TERMINATE: &[u8] = b"CLIENT>>> TERMINATE";
+
+/// What the server's own lines begin with; clients may not send such lines.
+pub const SERVER_PREFIX: &[u8] = b"SERVER";
+
+/// How long each phase may last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From portal assignment to a successful handshake.
+    pub assign: Duration,
+    /// From connecting to a worker port to a complete first line.
+    pub handshake: Duration,
+    /// Longest silence from a client in a session.
+    pub idle: Duration,
+    /// Longest session, if limited.
+    pub session: Option<Duration>,
+}
+
+/// The portal's answer to a new client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalReply {
+    /// A worker port was reserved for whoever presents `code`.
+    Assigned {
+        /// The reserved worker port.
+        port: u16,
+        /// The one-time passcode for it.
+        code: String,
+    },
+    /// Every worker port is reserved or occupied.
+    Full,
+}
+
+impl PortalReply {
+    /// The reply as sent on the wire (without the newline).
+    pub fn to_line(&self) -> String {
+        match self {
+            PortalReply::Assigned { port, code } => {
+                format!("SERVER>>>Port=>{port},HandshakeCode={code}")
+            }
+            PortalReply::Full => "SERVER>>>full".to_string(),
+        }
+    }
+}
+
+/// Something the event loop must do for the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Queue `line` (a server notice; the newline is added on the wire).
+    Send {
+        /// The recipient.
+        to: ConnId,
+        /// The notice, without its newline.
+        line: String,
+    },
+    /// Write out what is queued for `conn`, then close it. The core has
+    /// already forgotten the connection; its port, if it had one, is free.
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+    },
+}
+
+/// The state of one worker port, as seen from outside the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortState {
+    /// On the free stack.
+    Free,
+    /// Handed out by the portal; waiting for its passcode.
+    Reserved,
+    /// A client holds it.
+    Occupied(ConnId),
+}
+
+enum Slot {
+    Free,
+    Reserved { code: String, lapses: Instant },
+    Occupied { conn: ConnId },
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Connected to a worker port; its first line must be the passcode.
+    AwaitingCode { worker: usize, deadline: Instant },
+    /// Holds `worker` after a good handshake.
+    Chatting {
+        worker: usize,
+        last_line: Instant,
+        started: Instant,
+    },
+}
+
+/// The whole protocol state of the server.
+pub struct Core<R> {
+    ports: Vec<u16>,
+    slots: Vec<Slot>,
+    /// Free workers; the top of the stack is the end of the vector.
+    free: Vec<usize>,
+    /// Every connection on a worker port, indexed by `ConnId`. Slab keys are
+    /// small and reused, so a vector is the natural map.
+    conns: Vec<Option<Phase>>,
+    timeouts: Timeouts,
+    rng: R,
+    actions: VecDeque<Action>,
+}
+
+impl<R: Rng + CryptoRng> Core<R> {
+    /// A core for the given worker ports (an even number, at least two),
+    /// all free. The first port is on top of the stack, so clients are handed
+    /// ports in order while none is returned.
+    pub fn new(worker_ports: Vec<u16>, timeouts: Timeouts, rng: R) -> Self {
+        assert!(
+            worker_ports.len() >= 2 && worker_ports.len().is_multiple_of(2),
+            "workers come in pairs"
+        );
+        let count = worker_ports.len();
+        Core {
+            slots: (0..count).map(|_| Slot::Free).collect(),
+            free: (0..count).rev().collect(),
+            ports: worker_ports,
+            conns: Vec::new(),
+            timeouts,
+            rng,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do, if any. Call until `None` after every `handle_*`.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A client connected to the portal: reserve the top free port for it.
+    pub fn handle_portal_request(&mut self, now: Instant) -> PortalReply {
+        let Some(worker) = self.free.pop() else {
+            return PortalReply::Full;
+        };
+        let code = Alphanumeric.sample_string(&mut self.rng, PASSCODE_LEN);
+        self.slots[worker] = Slot::Reserved {
+            code: code.clone(),
+            lapses: now + self.timeouts.assign,
+        };
+        log::debug!("portal: reserved worker port {}", self.ports[worker]);
+        PortalReply::Assigned {
+            port: self.ports[worker],
+            code,
+        }
+    }
+
+    /// A connection arrived on worker port number `worker`.
+    pub fn handle_worker_connect(&mut self, conn: ConnId, worker: usize, now: Instant) {
+        let deadline = now + self.timeouts.handshake;
+        self.set_phase(conn, Some(Phase::AwaitingCode { worker, deadline }));
+    }
+
+    /// The longest line `conn` may send now: short before its handshake.
+    pub fn max_line(&self, conn: ConnId, session_max: usize) -> usize {
+        match self.phase(conn) {
+            Some(Phase::Chatting { .. }) => session_max,
+            _ => HANDSHAKE_MAX_LINE,
+        }
+    }
+
+    /// The connection `conn` is chatting with, if both are in a session.
+    pub fn partner(&self, conn: ConnId) -> Option<ConnId> {
+        match self.phase(conn)? {
+            Phase::Chatting { worker, .. } => match self.slots[worker ^ 1] {
+                Slot::Occupied { conn } => Some(conn),
+                _ => None,
+            },
+            Phase::AwaitingCode { .. } => None,
+        }
+    }
+
+    /// A complete line (without its terminator) arrived from `conn`.
+    ///
+    /// Returns the connection to forward the line to, byte for byte; notices
+    /// and closes are queued as actions. The caller copies the line itself so
+    /// that chat traffic needs no allocation here.
+    pub fn handle_line(&mut self, conn: ConnId, line: &[u8], now: Instant) -> Option<ConnId> {
+        match self.phase(conn)? {
+            Phase::AwaitingCode { worker, .. } => {
+                self.handshake(conn, worker, line, now);
+                None
+            }
+            Phase::Chatting {
+                worker, started, ..
+            } => {
+                self.set_phase(
+                    conn,
+                    Some(Phase::Chatting {
+                        worker,
+                        last_line: now,
+                        started,
+                    }),
+                );
+                let port = self.ports[worker];
+                if line == TERMINATE {
+                    log::debug!("port {port}: client terminated");
+                    self.end_session(conn, None);
+                    return None;
+                }
+                if line.starts_with(SERVER_PREFIX) {
+                    self.send(
+                        conn,
+                        format!("SERVER{port}>>> Refused: chat lines may not begin with SERVER"),
+                    );
+                    return None;
+                }
+                let partner = self.partner(conn);
+                if partner.is_none() {
+                    let partner_port = self.ports[worker ^ 1];
+                    self.send(
+                        conn,
+                        format!(
+                            "SERVER{port}>>> Not delivered: partner {partner_port} is not connected"
+                        ),
+                    );
+                }
+                partner
+            }
+        }
+    }
+
+    /// `conn` sent a line longer than it may: tell it, and end it.
+    pub fn handle_line_too_long(&mut self, conn: ConnId, session_max: usize) {
+        match self.phase(conn) {
+            Some(Phase::AwaitingCode { worker, .. }) => self.refuse_handshake(conn, worker),
+            Some(Phase::Chatting { worker, .. }) => {
+                let port = self.ports[worker];
+                let notice =
+                    format!("SERVER{port}>>> Line too long (limit {session_max} bytes); closing");
+                self.end_session(conn, Some(notice));
+            }
+            None => {}
+        }
+    }
+
+    /// `conn` is gone (end of stream, reset, write error): forget it, free
+    /// its port and tell its partner. No `Close` is queued for it.
+    pub fn handle_disconnect(&mut self, conn: ConnId) {
+        match self.phase(conn) {
+            Some(Phase::Chatting { worker, .. }) => {
+                log::debug!("port {}: client disconnected", self.ports[worker]);
+                self.free_worker(conn, worker);
+            }
+            Some(Phase::AwaitingCode { .. }) => self.set_phase(conn, None),
+            None => {}
+        }
+    }
+
+    /// The 1-second tick: lapse reservations, end late handshakes, idle
+    /// clients and sessions past their limit.
+    pub fn handle_tick(&mut self, now: Instant) {
+        for worker in 0..self.slots.len() {
+            if let Slot::Reserved { lapses, .. } = self.slots[worker]
+                && now >= lapses
+            {
+                log::debug!("port {}: reservation lapsed", self.ports[worker]);
+                self.slots[worker] = Slot::Free;
+                self.free.push(worker);
+            }
+        }
+        for index in 0..self.conns.len() {
+            let conn = ConnId(index);
+            match self.conns[index] {
+                Some(Phase::AwaitingCode { worker, deadline }) if now >= deadline => {
+                    let port = self.ports[worker];
+                    self.send(conn, format!("SERVER{port}>>> Handshake timeout"));
+                    self.close(conn);
+                }
+                Some(Phase::Chatting {
+                    last_line, started, ..
+                }) => {
+                    if now >= last_line + self.timeouts.idle {
+                        self.end_session(conn, Some("SERVER>>> TIMEOUT".to_string()));
+                    } else if self
+                        .timeouts
+                        .session
+                        .is_some_and(|limit| now >= started + limit)
+                    {
+                        self.end_session(conn, Some("SERVER>>> TOTAL TIME TIMEOUT".to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The server is stopping: every client is told, then closed.
+    pub fn handle_shutdown(&mut self) {
+        for index in 0..self.conns.len() {
+            if self.conns[index].is_some() {
+                self.send(ConnId(index), "SERVER>>> Server shutting down".to_string());
+                self.close(ConnId(index));
+            }
+        }
+        self.free.clear();
+        self.slots.iter_mut().for_each(|slot| *slot = Slot::Free);
+    }
+
+    /// The state of worker port number `worker`.
+    pub fn port_state(&self, worker: usize) -> PortState {
+        match self.slots[worker] {
+            Slot::Free => PortState::Free,
+            Slot::Reserved { .. } => PortState::Reserved,
+            Slot::Occupied { conn } => PortState::Occupied(conn),
+        }
+    }
+
+    /// The free stack, bottom first, as port numbers.
+    pub fn free_ports(&self) -> Vec<u16> {
+        self.free.iter().map(|&w| self.ports[w]).collect()
+    }
+
+    fn handshake(&mut self, conn: ConnId, worker: usize, line: &[u8], now: Instant) {
+        let port = self.ports[worker];
+        let offered = strip_handshake_prefix(line, port);
+        // Only a reservation of this very port can match. A free or occupied
+        // port is compared against nothing and fails the same way, so a
+        // stray learns nothing about the port's state.
+        let matches = match &self.slots[worker] {
+            Slot::Reserved { code, .. } => constant_time_eq(offered, code.as_bytes()),
+            _ => false,
+        };
+        if !matches {
+            // The reservation, if any, stays: a stray's wrong guess must not
+            // lock the rightful client out.
+            self.refuse_handshake(conn, worker);
+            return;
+        }
+        self.slots[worker] = Slot::Occupied { conn };
+        self.set_phase(
+            conn,
+            Some(Phase::Chatting {
+                worker,
+                last_line: now,
+                started: now,
+            }),
+        );
+        log::debug!("port {port}: handshake accepted");
+        self.send(conn, format!("SERVER{port}>>> Connection successful"));
+        let partner_port = self.ports[worker ^ 1];
+        match self.partner(conn) {
+            Some(partner) => {
+                self.send(
+                    conn,
+                    format!("SERVER{port}>>> Partner {partner_port} connected"),
+                );
+                self.send(
+                    partner,
+                    format!("SERVER{partner_port}>>> Partner {port} connected"),
+                );
+            }
+            None => self.send(
+                conn,
+                format!("SERVER{port}>>> Waiting for partner {partner_port}"),
+            ),
+        }
+    }
+
+    fn refuse_handshake(&mut self, conn: ConnId, worker: usize) {
+        let port = self.ports[worker];
+        log::debug!("port {port}: handshake refused");
+        self.send(conn, format!("SERVER{port}>>> Wrong handshake passcode"));
+        self.close(conn);
+    }
+
+    /// Ends a session the server or the client chose to end: an optional
+    /// final notice, the close, the freed port and the partner's notice.
+    fn end_session(&mut self, conn: ConnId, notice: Option<String>) {
+        let Some(Phase::Chatting { worker, .. }) = self.phase(conn) else {
+            return;
+        };
+        if let Some(notice) = notice {
+            self.send(conn, notice);
+        }
+        self.free_worker(conn, worker);
+        self.actions.push_back(Action::Close { conn });
+    }
+
+    fn free_worker(&mut self, conn: ConnId, worker: usize) {
+        if let Some(partner) = self.partner(conn) {
+            let (port, partner_port) = (self.ports[worker], self.ports[worker ^ 1]);
+            self.send(
+                partner,
+                format!("SERVER{partner_port}>>> Partner {port} left"),
+            );
+        }
+        self.set_phase(conn, None);
+        self.slots[worker] = Slot::Free;
+        self.free.push(worker);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.set_phase(conn, None);
+        self.actions.push_back(Action::Close { conn });
+    }
+
+    fn send(&mut self, to: ConnId, line: String) {
+        self.actions.push_back(Action::Send { to, line });
+    }
+
+    fn phase(&self, conn: ConnId) -> Option<Phase> {
+        self.conns.get(conn.0).copied().flatten()
+    }
+
+    fn set_phase(&mut self, conn: ConnId, phase: Option<Phase>) {
+        if conn.0 >= self.conns.len() {
+            self.conns.resize(conn.0 + 1, None);
+        }
+        self.conns[conn.0] = phase;
+    }
+}
+
+/// Accepts both handshake forms: `CLIENT{port}>>>HandshakeCode={code}` and the
+/// bare `{code}`. A prefix naming another port leaves the line as it is, which
+/// then cannot match a passcode (passcodes hold no `>`).
+fn strip_handshake_prefix(line: &[u8], port: u16) -> &[u8] {
+    let prefix = format!("CLIENT{port}>>>HandshakeCode=");
+    line.strip_prefix(prefix.as_bytes()).unwrap_or(line)
+}
+
+/// Compares without stopping at the first difference, so the time taken does
+/// not tell an attacker how much of a guess was right.
+fn constant_time_eq(offered: &[u8], expected: &[u8]) -> bool {
+    let mut diff = offered.len() ^ expected.len();
+    for (i, &want) in expected.iter().enumerate() {
+        let got = offered.get(i).copied().unwrap_or(!want);
+        diff |= usize::from(got ^ want);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const PORTS: [u16; 4] = [50001, 50002, 50003, 50004];
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            assign: Duration::from_secs(10),
+            handshake: Duration::from_secs(5),
+            idle: Duration::from_secs(60),
+            session: None,
+        }
+    }
+
+    struct Harness {
+        core: Core<StdRng>,
+        t0: Instant,
+        next_conn: usize,
+    }
+
+    impl Harness {
+        fn new(timeouts: Timeouts) -> Self {
+            Harness {
+                core: Core::new(PORTS.to_vec(), timeouts, StdRng::seed_from_u64(7)),
+                t0: Instant::now(),
+                next_conn: 0,
+            }
+        }
+
+        fn at(&self, secs: u64) -> Instant {
+            self.t0 + Duration::from_secs(secs)
+        }
+
+        fn actions(&mut self) -> Vec<Action> {
+            std::iter::from_fn(|| self.core.poll_action()).collect()
+        }
+
+        fn assign(&mut self, secs: u64) -> (u16, String) {
+            match self.core.handle_portal_request(self.at(secs)) {
+                PortalReply::Assigned { port, code } => (port, code),
+                PortalReply::Full => panic!("unexpectedly full"),
+            }
+        }
+
+        fn connect(&mut self, port: u16, secs: u64) -> ConnId {
+            let conn = ConnId(self.next_conn);
+            self.next_conn += 1;
+            let worker = PORTS.iter().position(|&p| p == port).unwrap();
+            self.core.handle_worker_connect(conn, worker, self.at(secs));
+            conn
+        }
+
+        fn line(&mut self, conn: ConnId, line: &str, secs: u64) -> Option<ConnId> {
+            self.core.handle_line(conn, line.as_bytes(), self.at(secs))
+        }
+
+        /// Portal, connect and handshake in one step; returns the session.
+        fn join(&mut self, secs: u64) -> (u16, ConnId) {
+            let (port, code) = self.assign(secs);
+            let conn = self.connect(port, secs);
+            self.line(conn, &format!("CLIENT{port}>>>HandshakeCode={code}"), secs);
+            assert_eq!(
+                self.core.port_state(worker(port)),
+                PortState::Occupied(conn)
+            );
+            self.actions();
+            (port, conn)
+        }
+    }
+
+    fn worker(port: u16) -> usize {
+        PORTS.iter().position(|&p| p == port).unwrap()
+    }
+
+    fn send(to: ConnId, line: &str) -> Action {
+        Action::Send {
+            to,
+            line: line.to_string(),
+        }
+    }
+
+    #[test]
+    fn portal_hands_out_ports_from_a_lifo_stack() {
+        let mut h = Harness::new(timeouts());
+        assert_eq!(h.assign(0).0, 50001);
+        let (_, b) = h.join(0);
+        assert_eq!(h.core.port_state(1), PortState::Occupied(b));
+        assert_eq!(h.assign(0).0, 50003);
+        assert_eq!(h.core.free_ports(), vec![50004]);
+        h.line(b, "CLIENT>>> TERMINATE", 1);
+        // The port returned last is handed out first.
+        assert_eq!(h.core.free_ports(), vec![50004, 50002]);
+        assert_eq!(h.assign(1).0, 50002);
+        assert_eq!(h.assign(1).0, 50004);
+        assert_eq!(h.core.handle_portal_request(h.at(1)), PortalReply::Full);
+        assert_eq!(PortalReply::Full.to_line(), "SERVER>>>full");
+    }
+
+    #[test]
+    fn passcodes_are_long_alphanumeric_and_fresh() {
+        let mut h = Harness::new(timeouts());
+        let reply = h.core.handle_portal_request(h.at(0));
+        let PortalReply::Assigned { port, code } = reply.clone() else {
+            panic!()
+        };
+        assert_eq!(
+            reply.to_line(),
+            format!("SERVER>>>Port=>{port},HandshakeCode={code}")
+        );
+        assert_eq!(code.len(), PASSCODE_LEN);
+        assert!(code.bytes().all(|b| b.is_ascii_alphanumeric()));
+        let (_, other) = h.assign(0);
+        assert_ne!(code, other);
+    }
+
+    #[test]
+    fn both_handshake_forms_are_accepted() {
+        let mut h = Harness::new(timeouts());
+        let (port, code) = h.assign(0);
+        let conn = h.connect(port, 0);
+        assert_eq!(h.line(conn, &code, 0), None);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(conn, "SERVER50001>>> Connection successful"),
+                send(conn, "SERVER50001>>> Waiting for partner 50002"),
+            ]
+        );
+        let (port, code) = h.assign(0);
+        let conn2 = h.connect(port, 0);
+        h.line(conn2, &format!("CLIENT{port}>>>HandshakeCode={code}"), 0);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(conn2, "SERVER50002>>> Connection successful"),
+                send(conn2, "SERVER50002>>> Partner 50001 connected"),
+                send(conn, "SERVER50001>>> Partner 50002 connected"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stray_wrong_guess_does_not_lock_out_the_holder() {
+        let mut h = Harness::new(timeouts());
+        let (port, code) = h.assign(0);
+        let stray = h.connect(port, 0);
+        h.line(stray, "guess", 0);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(stray, "SERVER50001>>> Wrong handshake passcode"),
+                Action::Close { conn: stray }
+            ]
+        );
+        assert_eq!(h.core.port_state(0), PortState::Reserved);
+        let holder = h.connect(port, 1);
+        h.line(holder, &code, 1);
+        assert_eq!(h.core.port_state(0), PortState::Occupied(holder));
+    }
+
+    #[test]
+    fn a_code_for_another_port_or_with_another_ports_prefix_fails() {
+        let mut h = Harness::new(timeouts());
+        let (_, code1) = h.assign(0);
+        let (port2, _) = h.assign(0);
+        let conn = h.connect(port2, 0);
+        h.line(conn, &code1, 0);
+        assert!(h.actions().contains(&Action::Close { conn }));
+        let conn = h.connect(50001, 0);
+        h.line(conn, &format!("CLIENT50002>>>HandshakeCode={code1}"), 0);
+        assert!(h.actions().contains(&Action::Close { conn }));
+        assert_eq!(h.core.port_state(0), PortState::Reserved);
+    }
+
+    #[test]
+    fn free_and_occupied_ports_answer_like_a_wrong_code() {
+        let mut h = Harness::new(timeouts());
+        let (port, _) = h.join(0);
+        let (_, code) = h.assign(0);
+        for target in [port, 50004] {
+            let stray = h.connect(target, 0);
+            h.line(stray, &code, 0);
+            assert_eq!(
+                h.actions(),
+                vec![
+                    send(
+                        stray,
+                        &format!("SERVER{target}>>> Wrong handshake passcode")
+                    ),
+                    Action::Close { conn: stray }
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn passcode_is_single_use() {
+        let mut h = Harness::new(timeouts());
+        let (port, code) = h.assign(0);
+        let first = h.connect(port, 0);
+        h.line(first, &code, 0);
+        h.line(first, "CLIENT>>> TERMINATE", 1);
+        h.actions();
+        let again = h.connect(port, 2);
+        h.line(again, &code, 2);
+        assert!(h.actions().contains(&Action::Close { conn: again }));
+    }
+
+    #[test]
+    fn unused_reservation_lapses_and_its_passcode_dies() {
+        let mut h = Harness::new(timeouts());
+        let (port, code) = h.assign(0);
+        h.core.handle_tick(h.at(9));
+        assert_eq!(h.core.port_state(0), PortState::Reserved);
+        h.core.handle_tick(h.at(10));
+        assert_eq!(h.core.port_state(0), PortState::Free);
+        assert_eq!(h.core.free_ports(), vec![50004, 50003, 50002, 50001]);
+        let late = h.connect(port, 11);
+        h.line(late, &code, 11);
+        assert!(h.actions().contains(&Action::Close { conn: late }));
+        assert_eq!(h.core.port_state(0), PortState::Free);
+    }
+
+    #[test]
+    fn handshake_must_finish_in_time() {
+        let mut h = Harness::new(timeouts());
+        let (port, code) = h.assign(0);
+        let slow = h.connect(port, 0);
+        h.core.handle_tick(h.at(4));
+        assert!(h.actions().is_empty());
+        h.core.handle_tick(h.at(5));
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(slow, "SERVER50001>>> Handshake timeout"),
+                Action::Close { conn: slow }
+            ]
+        );
+        // The reservation outlives the slow connection.
+        let conn = h.connect(port, 6);
+        h.line(conn, &code, 6);
+        assert_eq!(h.core.port_state(0), PortState::Occupied(conn));
+    }
+
+    #[test]
+    fn idle_client_times_out_and_partner_is_told() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        let (_, b) = h.join(0);
+        h.line(b, "still here", 30);
+        h.core.handle_tick(h.at(59));
+        assert!(h.actions().is_empty());
+        h.core.handle_tick(h.at(60));
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(a, "SERVER>>> TIMEOUT"),
+                send(b, "SERVER50002>>> Partner 50001 left"),
+                Action::Close { conn: a },
+            ]
+        );
+        assert_eq!(h.core.port_state(0), PortState::Free);
+        h.core.handle_tick(h.at(89));
+        assert!(h.actions().is_empty(), "b spoke at 30 s");
+        h.core.handle_tick(h.at(90));
+        assert!(h.actions().contains(&send(b, "SERVER>>> TIMEOUT")));
+        assert_eq!(h.core.free_ports(), vec![50004, 50003, 50001, 50002]);
+    }
+
+    #[test]
+    fn session_limit_ends_even_a_busy_session() {
+        let mut h = Harness::new(Timeouts {
+            session: Some(Duration::from_secs(20)),
+            ..timeouts()
+        });
+        let (_, a) = h.join(0);
+        h.line(a, "busy", 19);
+        h.actions(); // the "not delivered" notice: a has no partner
+        h.core.handle_tick(h.at(19));
+        assert!(h.actions().is_empty());
+        h.core.handle_tick(h.at(20));
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(a, "SERVER>>> TOTAL TIME TIMEOUT"),
+                Action::Close { conn: a }
+            ]
+        );
+    }
+
+    #[test]
+    fn terminate_frees_the_port_and_tells_the_partner() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        let (_, b) = h.join(0);
+        assert_eq!(h.line(a, "CLIENT>>> TERMINATE", 1), None);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(b, "SERVER50002>>> Partner 50001 left"),
+                Action::Close { conn: a }
+            ]
+        );
+        assert_eq!(h.core.port_state(0), PortState::Free);
+        assert_eq!(h.core.partner(b), None);
+    }
+
+    #[test]
+    fn lines_go_only_to_the_paired_port() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        let (_, b) = h.join(0);
+        let (_, c) = h.join(0);
+        let (_, d) = h.join(0);
+        assert_eq!(h.line(a, "to b", 1), Some(b));
+        assert_eq!(h.line(b, "to a", 1), Some(a));
+        assert_eq!(h.line(c, "to d", 1), Some(d));
+        assert_eq!(h.line(d, "to c", 1), Some(c));
+        assert!(h.actions().is_empty());
+    }
+
+    #[test]
+    fn line_without_partner_is_not_delivered_and_sender_is_told() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        assert_eq!(h.line(a, "anyone?", 1), None);
+        assert_eq!(
+            h.actions(),
+            vec![send(
+                a,
+                "SERVER50001>>> Not delivered: partner 50002 is not connected"
+            )]
+        );
+    }
+
+    #[test]
+    fn clients_cannot_forge_server_lines() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        let (_, _b) = h.join(0);
+        assert_eq!(h.line(a, "SERVER>>> TIMEOUT", 1), None);
+        assert_eq!(
+            h.actions(),
+            vec![send(
+                a,
+                "SERVER50001>>> Refused: chat lines may not begin with SERVER"
+            )]
+        );
+        assert!(h.line(a, " SERVER is fine inside a line", 1).is_some());
+    }
+
+    #[test]
+    fn overlong_line_ends_the_session() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        let (_, b) = h.join(0);
+        assert_eq!(h.core.max_line(a, 8192), 8192);
+        h.core.handle_line_too_long(a, 8192);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(
+                    a,
+                    "SERVER50001>>> Line too long (limit 8192 bytes); closing"
+                ),
+                send(b, "SERVER50002>>> Partner 50001 left"),
+                Action::Close { conn: a },
+            ]
+        );
+        assert_eq!(h.core.port_state(0), PortState::Free);
+    }
+
+    #[test]
+    fn before_the_handshake_only_a_short_line_is_allowed() {
+        let mut h = Harness::new(timeouts());
+        let (port, _) = h.assign(0);
+        let conn = h.connect(port, 0);
+        assert_eq!(h.core.max_line(conn, 8192), HANDSHAKE_MAX_LINE);
+        h.core.handle_line_too_long(conn, 8192);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(conn, "SERVER50001>>> Wrong handshake passcode"),
+                Action::Close { conn }
+            ]
+        );
+        assert_eq!(h.core.port_state(0), PortState::Reserved);
+    }
+
+    #[test]
+    fn disconnect_frees_port_and_tells_partner_without_a_close() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        let (_, b) = h.join(0);
+        h.core.handle_disconnect(b);
+        assert_eq!(
+            h.actions(),
+            vec![send(a, "SERVER50001>>> Partner 50002 left")]
+        );
+        assert_eq!(h.core.free_ports(), vec![50004, 50003, 50002]);
+        h.core.handle_disconnect(b);
+        assert!(h.actions().is_empty(), "a second report changes nothing");
+    }
+
+    #[test]
+    fn shutdown_tells_every_client() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        let (port, _) = h.assign(0);
+        let pending = h.connect(port, 0);
+        h.core.handle_shutdown();
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(a, "SERVER>>> Server shutting down"),
+                Action::Close { conn: a },
+                send(pending, "SERVER>>> Server shutting down"),
+                Action::Close { conn: pending },
+            ]
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+    }
+}

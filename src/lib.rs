@@ -1,0 +1,30 @@
+//! # portal-chat
+//!
+//! A chat relay in one thread and one `mio::Poll` loop. A client asks the
+//! portal for a worker port and a one-time passcode, connects to that port,
+//! proves itself with the passcode, and then chats with the client on the
+//! paired port (worker 1 with 2, 3 with 4, ...).
+//!
+//! # Layout
+//!
+//! - [`config`]: the server's command line, its defaults and checks.
+//! - [`core`]: the protocol itself (port stack, passcodes, pairing,
+//!   deadlines) with no I/O; time and randomness are passed in.
+//! - [`framing`]: splitting received bytes into lines, with a length limit.
+//! - [`output`]: a connection's queued output and the backpressure marks.
+//! - [`server`]: the event loop, the only module that touches mio: listeners,
+//!   the slab of connections, the tick and signals.
+//! - [`client`]: the client's side of the protocol, shared by `chat-client`,
+//!   the tests and the benchmarks.
+//!
+//! Reading order for a newcomer: `core` (what the rules are), then `server`
+//! (how readiness events become calls on the core).
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod framing;
+pub mod output;
+pub mod server;
