@@ -235,10 +235,10 @@ impl Server {
             if let Some(deadline) = self.stopping
                 && (self.conns.is_empty() || self.now >= deadline)
             {
-                info!(
-                    "stopped; {} connection(s) dropped at the deadline",
-                    self.conns.len()
-                );
+                match self.conns.len() {
+                    0 => info!("stopped"),
+                    n => info!("stopped; {n} connection(s) dropped at the grace deadline"),
+                }
                 return Ok(());
             }
         }
@@ -559,25 +559,38 @@ impl Server {
                 return self.kill(key);
             }
         }
-        self.resume_partner_of(key);
+        // Output went out, so whoever waited on this queue may go on: the
+        // partner, if it was paused on it, and this connection itself if it
+        // was paused on a partner that has since left (the "partner left"
+        // notice is what was just written).
+        if let Some(partner) = self.core.partner(ConnId(key)) {
+            self.resume_if_ready(partner.0);
+        }
+        self.resume_if_ready(key);
     }
 
-    /// If `key`'s partner was paused because `key`'s queue was full and the
-    /// queue has drained enough, let the partner go on.
-    fn resume_partner_of(&mut self, key: usize) {
-        if !self.conns[key].output.has_room() {
-            return;
-        }
-        let Some(partner) = self.core.partner(ConnId(key)) else {
+    /// Resumes a paused sender once its partner's queue has room again, or
+    /// once it has no partner to wait for.
+    fn resume_if_ready(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
             return;
         };
-        if self.conns[partner.0].read_paused {
-            trace!("connection {}: resumed", partner.0);
-            self.conns[partner.0].read_paused = false;
-            // Edge-triggered: bytes that arrived while paused announce
-            // nothing new, so read now rather than wait for an event.
-            self.read_lines(partner.0);
+        if !conn.read_paused {
+            return;
         }
+        let blocked = self
+            .core
+            .partner(ConnId(key))
+            .is_some_and(|partner| !self.conns[partner.0].output.has_room());
+        if blocked {
+            return;
+        }
+        trace!("connection {key}: resumed");
+        self.conns[key].read_paused = false;
+        // Edge-triggered: bytes that arrived while we were paused were
+        // announced already, so read now rather than wait for an event that
+        // may never come.
+        self.read_lines(key);
     }
 
     /// The peer is gone (reset, broken pipe): tell the core, close at once.
