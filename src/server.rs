@@ -95,6 +95,15 @@ struct Connection {
     flush_scheduled: bool,
 }
 
+/// How far [`Server::read_lines`] reads before it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadUntil {
+    /// Until the OS says `WouldBlock`.
+    WouldBlock,
+    /// Until a read returns less than a full buffer (or `WouldBlock`).
+    ShortRead,
+}
+
 struct Listener {
     socket: TcpListener,
     role: Role,
@@ -323,8 +332,18 @@ impl Server {
         // A reset or a peer's close shows up as readable (or as an error);
         // the read itself tells which, so all three take the same path.
         if event.is_readable() || event.is_read_closed() || event.is_error() {
+            // A read shorter than the buffer means the socket was empty at
+            // that moment, and epoll will report any byte that arrives after
+            // it, so one read is enough; that saves a system call per message.
+            // A pending end of stream or error, though, comes with no further
+            // event: then read on until the read itself reports it.
+            let until = if event.is_read_closed() || event.is_error() {
+                ReadUntil::WouldBlock
+            } else {
+                ReadUntil::ShortRead
+            };
             match self.conns.get(key).map(|c| &c.state) {
-                Some(State::Open) => self.read_lines(key),
+                Some(State::Open) => self.read_lines(key, until),
                 Some(State::Closing { .. }) => self.discard_input(key),
                 _ => {}
             }
@@ -333,12 +352,17 @@ impl Server {
 
     /// Reads and handles lines from an open connection until the socket is
     /// drained, the connection leaves, or its partner's queue is full.
-    fn read_lines(&mut self, key: usize) {
+    fn read_lines(&mut self, key: usize, until: ReadUntil) {
+        let mut drained = false;
         loop {
             if !self.handle_buffered_lines(key) {
                 return;
             }
             let conn = &mut self.conns[key];
+            if drained {
+                conn.input.shrink_if_empty();
+                return;
+            }
             match conn.stream.read(&mut self.read_buffer) {
                 Ok(0) => {
                     trace!("connection {key}: end of stream");
@@ -347,11 +371,9 @@ impl Server {
                 Ok(n) => {
                     trace!("connection {key}: read {n} bytes");
                     conn.input.extend(&self.read_buffer[..n]);
+                    drained = until == ReadUntil::ShortRead && n < READ_CHUNK;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.input.shrink_if_empty();
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("connection {key}: read failed: {e}");
@@ -588,9 +610,9 @@ impl Server {
         trace!("connection {key}: resumed");
         self.conns[key].read_paused = false;
         // Edge-triggered: bytes that arrived while we were paused were
-        // announced already, so read now rather than wait for an event that
-        // may never come.
-        self.read_lines(key);
+        // announced already, so read now, to the end, rather than wait for
+        // an event that may never come.
+        self.read_lines(key, ReadUntil::WouldBlock);
     }
 
     /// The peer is gone (reset, broken pipe): tell the core, close at once.
