@@ -4,7 +4,9 @@
 //! `chat-client` binary, the integration tests and the benchmarks. A client
 //! asks the portal for a port ([`request_port`]), retrying while the server
 //! is full ([`obtain_port`]), proves itself on that port ([`Session::handshake`]),
-//! then sends and receives lines. [`Session::join`] does all of it.
+//! then sends and receives lines. [`Session::join`] does all of it;
+//! [`Session::join_observed`] does the same and reports each setback, for a
+//! program that keeps its user informed.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
@@ -120,6 +122,23 @@ impl Default for RetryPolicy {
     }
 }
 
+/// A setback while joining, reported by [`Session::join_observed`] before it
+/// tries again (or gives up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinEvent {
+    /// The portal answered "full" on this attempt (counted from 1).
+    Full {
+        /// Which attempt it was.
+        attempt: u32,
+    },
+    /// The assigned port refused the passcode, the first time; joining goes
+    /// back to the portal once.
+    Refused {
+        /// The port that refused.
+        port: u16,
+    },
+}
+
 /// Asks the portal until it assigns a port or the retries run out.
 /// `on_full(attempt)` is called each time the answer is "full".
 pub fn obtain_port(
@@ -165,6 +184,12 @@ impl Message {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Message::Notice(n) if n == "SERVER>>> TIMEOUT" || n == "SERVER>>> TOTAL TIME TIMEOUT")
     }
+
+    /// Whether this is the notice of a server that is stopping; it closes
+    /// the connection right after.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self, Message::Notice(n) if n == "SERVER>>> Server shutting down")
+    }
 }
 
 /// A client holding a worker port after a good handshake.
@@ -175,6 +200,8 @@ pub struct Session {
     pub port: u16,
     /// Whether the partner was connected when we joined.
     pub partner_present: bool,
+    /// The partner's port, the one paired with ours.
+    pub partner_port: u16,
 }
 
 impl Session {
@@ -205,29 +232,55 @@ impl Session {
             return Err(JoinError::Protocol(answer));
         }
         let status = expect(reader.next_message()?)?;
-        let partner_present = status.ends_with(" connected");
+        let Some((partner_port, partner_present)) = parse_partner_status(port, &status) else {
+            return Err(JoinError::Protocol(status));
+        };
         writer.set_read_timeout(None)?;
         Ok(Session {
             writer,
             reader,
             port,
             partner_present,
+            partner_port,
         })
     }
 
     /// Portal (with `policy` while full), then handshake. A refused handshake
     /// (the reservation lapsed, say) goes back to the portal once.
+    /// `on_full(attempt)` is called each time the portal answers "full".
     pub fn join(
         host: IpAddr,
         portal_port: u16,
         policy: RetryPolicy,
         mut on_full: impl FnMut(u32),
     ) -> Result<Session, JoinError> {
+        Session::join_observed(host, portal_port, policy, |event| {
+            if let JoinEvent::Full { attempt } = event {
+                on_full(attempt);
+            }
+        })
+    }
+
+    /// [`join`](Self::join), reporting every setback to `on_event` as it
+    /// happens: each "full" answer, and a first refused handshake.
+    pub fn join_observed(
+        host: IpAddr,
+        portal_port: u16,
+        policy: RetryPolicy,
+        mut on_event: impl FnMut(JoinEvent),
+    ) -> Result<Session, JoinError> {
         let portal = SocketAddr::new(host, portal_port);
-        let assignment = obtain_port(portal, policy, &mut on_full)?;
+        let assignment = obtain_port(portal, policy, |attempt| {
+            on_event(JoinEvent::Full { attempt })
+        })?;
         match Session::handshake(host, &assignment) {
             Err(JoinError::Refused) => {
-                let assignment = obtain_port(portal, policy, &mut on_full)?;
+                on_event(JoinEvent::Refused {
+                    port: assignment.port,
+                });
+                let assignment = obtain_port(portal, policy, |attempt| {
+                    on_event(JoinEvent::Full { attempt })
+                })?;
                 Session::handshake(host, &assignment)
             }
             result => result,
@@ -320,6 +373,17 @@ impl SessionWriter {
     }
 }
 
+/// Reads the answer after `Connection successful` on `port`: the partner's
+/// port, and whether the partner is already there.
+fn parse_partner_status(port: u16, line: &str) -> Option<(u16, bool)> {
+    let rest = line.strip_prefix(&format!("SERVER{port}>>> "))?;
+    if let Some(partner) = rest.strip_prefix("Waiting for partner ") {
+        return Some((partner.parse().ok()?, false));
+    }
+    let partner = rest.strip_prefix("Partner ")?.strip_suffix(" connected")?;
+    Some((partner.parse().ok()?, true))
+}
+
 fn read_text_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
@@ -360,6 +424,27 @@ mod tests {
     }
 
     #[test]
+    fn partner_status_is_parsed() {
+        assert_eq!(
+            parse_partner_status(50001, "SERVER50001>>> Waiting for partner 50002"),
+            Some((50002, false))
+        );
+        assert_eq!(
+            parse_partner_status(50002, "SERVER50002>>> Partner 50001 connected"),
+            Some((50001, true))
+        );
+        for bad in [
+            "SERVER50002>>> Partner 50001 connected",
+            "SERVER50001>>> Partner x connected",
+            "SERVER50001>>> Partner 50002 left",
+            "SERVER50001>>> Waiting for partner",
+            "SERVER>>> TIMEOUT",
+        ] {
+            assert_eq!(parse_partner_status(50001, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn lines_are_sorted_into_chat_and_notices() {
         assert_eq!(
             Message::from_line(b"hi".to_vec()),
@@ -368,5 +453,8 @@ mod tests {
         let timeout = Message::from_line(b"SERVER>>> TIMEOUT".to_vec());
         assert!(timeout.is_timeout());
         assert!(!Message::from_line(b"SERVER50001>>> Partner 50002 left".to_vec()).is_timeout());
+        let shutdown = Message::from_line(b"SERVER>>> Server shutting down".to_vec());
+        assert!(shutdown.is_shutdown() && !shutdown.is_timeout());
+        assert!(!timeout.is_shutdown());
     }
 }
