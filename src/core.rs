@@ -180,6 +180,7 @@ impl<R: Rng + CryptoRng> Core<R> {
 
     /// A connection arrived on worker port number `worker`.
     pub fn handle_worker_connect(&mut self, conn: ConnId, worker: usize, now: Instant) {
+        debug_assert!(self.phase(conn).is_none(), "{conn:?} is still in use");
         let deadline = now + self.timeouts.handshake;
         self.set_phase(conn, Some(Phase::AwaitingCode { worker, deadline }));
     }
@@ -350,8 +351,12 @@ impl<R: Rng + CryptoRng> Core<R> {
         // Only a reservation of this very port can match. A free or occupied
         // port is compared against nothing and fails the same way, so a
         // stray learns nothing about the port's state.
+        // A lapsed reservation is dead at once, even if the tick that frees
+        // its port has not come yet.
         let matches = match &self.slots[worker] {
-            Slot::Reserved { code, .. } => constant_time_eq(offered, code.as_bytes()),
+            Slot::Reserved { code, lapses } => {
+                now < *lapses && constant_time_eq(offered, code.as_bytes())
+            }
             _ => false,
         };
         if !matches {
@@ -687,6 +692,21 @@ mod tests {
         h.line(late, &code, 11);
         assert!(h.actions().contains(&Action::Close { conn: late }));
         assert_eq!(h.core.port_state(0), PortState::Free);
+    }
+
+    #[test]
+    fn a_passcode_dies_at_its_lapse_even_before_the_tick() {
+        let mut h = Harness::new(timeouts());
+        let (port, code) = h.assign(0);
+        h.core.handle_tick(h.at(9));
+        let late = h.connect(port, 10);
+        h.line(late, &code, 10);
+        assert!(h.actions().contains(&Action::Close { conn: late }));
+        assert_eq!(
+            h.core.port_state(0),
+            PortState::Reserved,
+            "the tick frees it"
+        );
     }
 
     #[test]

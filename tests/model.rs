@@ -14,9 +14,8 @@
 //! - every worker port is exactly one of free (and then on the free stack),
 //!   reserved or occupied (by a connection in a session on that very port);
 //! - the free stack has no duplicates;
-//! - a passcode works at most once, only on its own port, and never after a
-//!   tick has seen its lapse (see `passcode_after_its_lapse_before_the_tick`
-//!   below for the time between the lapse and that tick);
+//! - a passcode works at most once, only on its own port, and never at or
+//!   after its lapse time, whether or not a tick has freed the port yet;
 //! - a chat line reaches no one but the sender's partner, and lines between
 //!   connected partners arrive exactly once, in order;
 //! - notices are server lines (they begin with `SERVER`).
@@ -46,11 +45,6 @@ const SEED: u64 = 0x5eed_0005;
 /// The session line limit given to the core.
 const SESSION_MAX: usize = 8192;
 const FIRST_PORT: u16 = 50001;
-/// Whether the core refuses a passcode past its lapse time even before a
-/// tick has lapsed the reservation. Today it does not (see
-/// `passcode_after_its_lapse_before_the_tick`); if the core is changed to,
-/// set this to `true` and remove that test's `#[ignore]`.
-const LAPSE_AT_HANDSHAKE: bool = false;
 
 // ---------------------------------------------------------------- scenarios
 
@@ -332,7 +326,7 @@ impl Model {
                 let good = matches!(self.slots[worker],
                     MSlot::Reserved { code, lapses }
                         if self.codes[code].code.as_bytes() == offered
-                            && !(LAPSE_AT_HANDSHAKE && now >= lapses));
+                            && now < lapses);
                 if !good {
                     self.refuse(conn, worker);
                     return None;
@@ -611,13 +605,11 @@ impl Ledger {
         prop_assert_eq!(entry.0, worker, "passcode accepted on another port");
         prop_assert!(!entry.2, "passcode {} accepted twice", code);
         prop_assert!(!entry.3, "passcode {} accepted after its lapse", code);
-        if LAPSE_AT_HANDSHAKE {
-            prop_assert!(
-                now < entry.1,
-                "passcode {} accepted after its lapse time",
-                code
-            );
-        }
+        prop_assert!(
+            now < entry.1,
+            "passcode {} accepted after its lapse time",
+            code
+        );
         entry.2 = true;
         Ok(())
     }
@@ -1203,14 +1195,10 @@ fn the_model_notices_a_divergence() {
     assert!(run.check_state(&"a hidden portal request").is_err());
 }
 
-/// A passcode presented after its reservation's lapse time, but before the
-/// next tick has noticed the lapse, is still accepted: the core lapses
-/// reservations only in `handle_tick`. The issue asks that a passcode never
-/// work "after its lapse"; with the server's default 1-second tick this
-/// leaves a window of up to one tick. Ignored until the core checks the
-/// lapse time in the handshake (see the report for issue 5).
+/// Regression (found by this model test): a passcode presented after its
+/// reservation's lapse time, but before the next tick had freed the port,
+/// used to be accepted.
 #[test]
-#[ignore = "known: the core lapses reservations only on a tick"]
 fn passcode_after_its_lapse_before_the_tick() {
     let t0 = Instant::now();
     let mut core = Core::new(
