@@ -331,24 +331,6 @@ fn unused_reservation_lapses_and_its_code_dies() {
 }
 
 #[test]
-fn a_lapsed_port_goes_back_on_top_of_the_stack() {
-    let server = TestServer::start(&["--workers", "4", "--assign-timeout", "1"]);
-    let [w1, w2, w3, w4] = [1, 2, 3, 4].map(|n| worker(&server, n));
-    let lapsing = assign(&server);
-    let s2 = join(&server);
-    let s3 = join(&server);
-    assert_eq!([lapsing.port, s2.port, s3.port], [w1, w2, w3]);
-    // The free stack is [w4]. Once w1 lapses it must be [w4, w1]. The lapse
-    // cannot be observed without disturbing the stack (asking the portal
-    // would take w4; a handshake attempt answers the same either way), so
-    // this is the one place that waits by time: three times the lapse time.
-    thread::sleep(Duration::from_secs(3));
-    let order: Vec<u16> = (0..2).map(|_| assign(&server).port).collect();
-    assert_eq!(order, vec![w1, w4], "the lapsed port is on top");
-    assert_eq!(portal_line(&server), "SERVER>>>full");
-}
-
-#[test]
 fn four_hundred_simultaneous_portal_connections_are_all_answered() {
     let server = TestServer::start(&["--workers", "4", "--assign-timeout", "120"]);
     let portal = server.portal;
