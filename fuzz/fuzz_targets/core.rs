@@ -12,7 +12,7 @@
 //! - the free stack has no duplicates;
 //! - partners are mutual and sit on paired ports;
 //! - a passcode is accepted only on its own port, at most once, and never
-//!   after a tick has seen its lapse;
+//!   at or after its lapse time;
 //! - a forwarded line goes to the sender's partner only, and only a chat line
 //!   is forwarded;
 //! - notices and closes go to live connections, nothing after a close, and
@@ -227,6 +227,10 @@ impl Harness {
             assert_eq!(issued.worker, worker, "passcode accepted on another port");
             assert!(!issued.used, "passcode accepted twice");
             assert!(!issued.lapsed, "passcode accepted after its lapse");
+            assert!(
+                self.now < issued.lapses,
+                "passcode accepted at or after its lapse time"
+            );
             issued.used = true;
         }
         self.actions();
