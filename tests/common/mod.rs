@@ -22,7 +22,24 @@ impl TestServer {
     /// Starts the server with `--port 0 --tick-ms 20` and then `args` (later
     /// flags win), and waits for it to print its listeners.
     pub fn start(args: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        TestServer::start_with_prefix(&[], args)
+    }
+
+    /// Like [`start`](Self::start), but runs the binary through `prefix`, a
+    /// command that sets something up and then execs its arguments in place
+    /// (`prlimit --nofile=64:64`, say), so that [`pid`](Self::pid) is still
+    /// the server's. An empty prefix is exactly `start`.
+    pub fn start_with_prefix(prefix: &[&str], args: &[&str]) -> TestServer {
+        let server = env!("CARGO_BIN_EXE_chat-server");
+        let mut command = match prefix.split_first() {
+            None => Command::new(server),
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(server);
+                command
+            }
+        };
+        let mut child = command
             .args(["--port", "0", "--tick-ms", "20"])
             .args(args)
             .stdin(Stdio::null())
@@ -117,4 +134,776 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Fault injection and measurement, for tests/faults.rs and tests/soak.rs.
+// ---------------------------------------------------------------------------
+
+use std::fs;
+use std::io::{self, Read as _, Write as _};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use portal_chat::client::{Assignment, PortalAnswer, request_port};
+
+/// The longest any single socket read or write in these helpers may block
+/// without progress before it counts as a failure.
+pub const IO_LIMIT: Duration = Duration::from_secs(10);
+
+/// How often the pump threads look at their stop flag while blocked.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// A command prefix that runs the server with at most `limit` open files:
+/// `prlimit` (util-linux) if installed, else the shell's `ulimit`. Both exec
+/// the server in place, so the child's pid is the server's.
+pub fn nofile_prefix(limit: u32) -> Vec<String> {
+    let prlimit = Command::new("prlimit")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if prlimit {
+        vec!["prlimit".into(), format!("--nofile={limit}:{limit}")]
+    } else {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+        ]
+    }
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The name, in parentheses, may hold anything; the fields after it are
+    // fixed: state is field 3, utime 14 and stime 15.
+    let after_name = &stat[stat.rfind(')').expect("stat has a name") + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |n: usize| -> u64 { fields[n - 3].parse().expect("numeric stat field") };
+    field(14) + field(15)
+}
+
+/// Clock ticks per second, the unit of [`cpu_ticks`].
+pub fn ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Resident memory of the process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    try_rss_kib(pid).expect("VmRSS in /proc/PID/status")
+}
+
+/// Resident memory of the process, in KiB, if it is still running.
+pub fn try_rss_kib(pid: u32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+/// Open file descriptors of the process.
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+/// The numbers of the process's open file descriptors.
+pub fn fd_numbers(pid: u32) -> Vec<u32> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The server's descriptor count with no client connected, measured once
+/// its event loop runs (it opens its signal pipe only then, after printing
+/// its addresses): a stray line on a worker port is answered, the stray
+/// leaves, and the count is taken once its descriptor is gone. Call it on a
+/// server with no clients.
+pub fn settled_fds(server: &TestServer) -> usize {
+    let pid = server.pid();
+    let mut stray = connect(server.workers[0]).expect("connect");
+    stray.write_all(b"stray\n").expect("send");
+    let mut answer = Vec::new();
+    stray
+        .read_to_end(&mut answer)
+        .expect("the stray is answered and closed");
+    let with_stray = fd_count(pid);
+    drop(stray);
+    assert!(
+        wait_until(IO_LIMIT, || fd_count(pid) < with_stray),
+        "the server keeps a closed connection's descriptor"
+    );
+    fd_count(pid)
+}
+
+/// The soft and hard open-file limits of the process.
+pub fn nofile_limits(pid: u32) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/PID/limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("open-files line in /proc/PID/limits");
+    let mut words = line["Max open files".len()..].split_whitespace();
+    let soft = words.next().unwrap_or_default().to_string();
+    let hard = words.next().unwrap_or_default().to_string();
+    (soft, hard)
+}
+
+/// The kernel's send and receive queue lengths, in bytes, of the TCP socket
+/// with this local and remote port (IPv4, from `/proc/net/tcp`).
+pub fn tcp_queues(local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
+    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5
+            || port_of(fields[1])? != local_port
+            || port_of(fields[2])? != remote_port
+        {
+            return None;
+        }
+        let (tx, rx) = fields[4].split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
+}
+
+/// Connects with the read and write limits of these helpers set.
+pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;
+    stream.set_read_timeout(Some(IO_LIMIT))?;
+    stream.set_write_timeout(Some(IO_LIMIT))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Asks the portal once; panics on anything but an answer.
+pub fn ask_portal(server: &TestServer) -> PortalAnswer {
+    request_port(server.portal).expect("the portal answers")
+}
+
+/// Claims `assignment` and gives it straight back: handshake and
+/// `CLIENT>>> TERMINATE` in one write, then everything until the server
+/// closes. When this returns, the port is free again.
+pub fn release(host: IpAddr, assignment: &Assignment) -> io::Result<Vec<u8>> {
+    let mut stream = connect(SocketAddr::new(host, assignment.port))?;
+    let port = assignment.port;
+    let code = &assignment.code;
+    write!(
+        stream,
+        "CLIENT{port}>>>HandshakeCode={code}\nCLIENT>>> TERMINATE\n"
+    )?;
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest)?;
+    Ok(rest)
+}
+
+/// Whether every worker port is free: asked once per worker port, the portal
+/// hands out each of them exactly once. Every port obtained is given back
+/// before this returns, whatever the outcome.
+pub fn check_every_port_free(server: &TestServer) -> Result<(), String> {
+    let mut obtained = Vec::new();
+    let mut full = 0;
+    for _ in &server.workers {
+        match request_port(server.portal) {
+            Ok(PortalAnswer::Assigned(assignment)) => obtained.push(assignment),
+            Ok(PortalAnswer::Full) => full += 1,
+            Err(e) => return Err(format!("the portal did not answer: {e}")),
+        }
+    }
+    for assignment in &obtained {
+        release(server.host(), assignment)
+            .map_err(|e| format!("giving port {} back failed: {e}", assignment.port))?;
+    }
+    let mut ports: Vec<u16> = obtained.iter().map(|a| a.port).collect();
+    ports.sort_unstable();
+    let mut workers: Vec<u16> = server.workers.iter().map(|w| w.port()).collect();
+    workers.sort_unstable();
+    if full > 0 || ports != workers {
+        return Err(format!(
+            "asked {} times: got ports {ports:?} and {full} \"full\"; workers are {workers:?}",
+            workers.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Retries [`check_every_port_free`] until it holds or `limit` passes.
+pub fn wait_every_port_free(server: &TestServer, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check_every_port_free(server) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// One line read from the server, exactly as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Got {
+    /// A complete line, without its `\n`.
+    Line(Vec<u8>),
+    /// Bytes and then the end of the stream, with no `\n`: half a line.
+    Partial(Vec<u8>),
+    /// The end of the stream.
+    Eof,
+}
+
+impl Got {
+    /// A complete line of text.
+    pub fn line(text: &str) -> Got {
+        Got::Line(text.as_bytes().to_vec())
+    }
+}
+
+/// Reads one line as it came; a read timeout is an error.
+pub fn read_got(reader: &mut impl BufRead) -> io::Result<Got> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line)? == 0 {
+        return Ok(Got::Eof);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        Ok(Got::Line(line))
+    } else {
+        Ok(Got::Partial(line))
+    }
+}
+
+/// A client in a session, on raw sockets: exact bytes out and in.
+pub struct Peer {
+    /// The worker port held.
+    pub port: u16,
+    /// The paired worker port.
+    pub partner: u16,
+    /// Whether the partner was there at the handshake.
+    pub partner_present: bool,
+    /// The socket, for writing (and shutting down).
+    pub stream: TcpStream,
+    /// A clone of the socket, buffered, for reading.
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Peer {
+    /// Portal, then handshake; panics if the portal is full or refuses.
+    pub fn join(server: &TestServer) -> Peer {
+        let assignment = match ask_portal(server) {
+            PortalAnswer::Assigned(assignment) => assignment,
+            PortalAnswer::Full => panic!("the portal is full"),
+        };
+        Peer::handshake(server.host(), &assignment)
+            .unwrap_or_else(|e| panic!("handshake on {}: {e}", assignment.port))
+    }
+
+    /// Presents the passcode on the assigned port and reads the two answers.
+    pub fn handshake(host: IpAddr, assignment: &Assignment) -> Result<Peer, String> {
+        let port = assignment.port;
+        let stream = connect(SocketAddr::new(host, port)).map_err(|e| e.to_string())?;
+        let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+        let mut peer = Peer {
+            port,
+            partner: 0,
+            partner_present: false,
+            stream,
+            reader,
+        };
+        let code = &assignment.code;
+        peer.send(format!("CLIENT{port}>>>HandshakeCode={code}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut answer = || match peer.next() {
+            Ok(Got::Line(line)) => Ok(String::from_utf8_lossy(&line).into_owned()),
+            other => Err(format!("handshake answer: {other:?}")),
+        };
+        let first = answer()?;
+        if first != format!("SERVER{port}>>> Connection successful") {
+            return Err(format!("handshake refused: {first:?}"));
+        }
+        let status = answer()?;
+        let rest = status
+            .strip_prefix(&format!("SERVER{port}>>> "))
+            .ok_or_else(|| format!("unexpected status {status:?}"))?;
+        let (partner, present) = if let Some(p) = rest.strip_prefix("Waiting for partner ") {
+            (p, false)
+        } else if let Some(p) = rest
+            .strip_prefix("Partner ")
+            .and_then(|p| p.strip_suffix(" connected"))
+        {
+            (p, true)
+        } else {
+            return Err(format!("unexpected status {status:?}"));
+        };
+        peer.partner = partner
+            .parse()
+            .map_err(|_| format!("unexpected status {status:?}"))?;
+        peer.partner_present = present;
+        Ok(peer)
+    }
+
+    /// Writes bytes as they are.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Writes a line and its `\n`.
+    pub fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let mut framed = line.to_vec();
+        framed.push(b'\n');
+        self.stream.write_all(&framed)
+    }
+
+    /// The next line as it came.
+    pub fn next(&mut self) -> io::Result<Got> {
+        read_got(&mut self.reader)
+    }
+
+    /// Panics unless the next line is `want`.
+    pub fn expect(&mut self, want: &str) {
+        match self.next() {
+            Ok(got) if got == Got::line(want) => {}
+            other => panic!("port {}: expected {want:?}, got {other:?}", self.port),
+        }
+    }
+
+    /// Panics unless the server closes now.
+    pub fn expect_eof(&mut self) {
+        match self.next() {
+            Ok(Got::Eof) => {}
+            other => panic!("port {}: expected the end, got {other:?}", self.port),
+        }
+    }
+
+    /// The local port of our socket.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address").port()
+    }
+}
+
+/// A chat line that names its sender, its addressee, its number and its
+/// length, with a payload computed from them: whoever receives it can tell a
+/// lost, reordered, misrouted, truncated or corrupted line.
+pub fn seq_line(from: u16, to: u16, seq: u64, len: usize) -> Vec<u8> {
+    let mut line = format!("{from}>{to}#{seq}/{len}:").into_bytes();
+    let salt = seq as usize * 7 + from as usize;
+    line.extend((0..len).map(|i| b'a' + ((salt + i * 13) % 26) as u8));
+    line
+}
+
+/// Checks that `line` is exactly [`seq_line`]`(from, to, seq, _)`.
+pub fn check_seq_line(line: &[u8], from: u16, to: u16, seq: u64) -> Result<(), String> {
+    let header = format!("{from}>{to}#{seq}/");
+    let show = || String::from_utf8_lossy(&line[..line.len().min(48)]).into_owned();
+    let rest = line
+        .strip_prefix(header.as_bytes())
+        .ok_or_else(|| format!("expected line {header}..., got {:?}", show()))?;
+    let colon = rest
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or_else(|| format!("malformed line {:?}", show()))?;
+    let len: usize = std::str::from_utf8(&rest[..colon])
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("malformed line {:?}", show()))?;
+    if line != seq_line(from, to, seq, len).as_slice() {
+        return Err(format!(
+            "line {header}{len} is damaged ({} bytes): {:?}",
+            line.len(),
+            show()
+        ));
+    }
+    Ok(())
+}
+
+/// A thread writing numbered lines ([`seq_line`]) to the partner.
+pub struct Pump {
+    stop: Arc<AtomicBool>,
+    /// Lines written completely so far.
+    pub sent: Arc<AtomicU64>,
+    /// How many times a write made no progress for [`POLL`]: the socket's
+    /// buffers were full, that is, the sender was being held back.
+    pub stalls: Arc<AtomicU64>,
+    handle: JoinHandle<io::Result<u64>>,
+}
+
+/// What a [`Pump`] writes.
+pub struct PumpPlan {
+    /// Our port and the partner's, for the line headers.
+    pub from: u16,
+    /// The partner's port.
+    pub to: u16,
+    /// Payload length of line number `seq`.
+    pub len: fn(u64) -> usize,
+    /// Stop after this many lines (or when told to).
+    pub lines: Option<u64>,
+    /// What to do after the last line.
+    pub end: PumpEnd,
+}
+
+/// How a [`Pump`] finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PumpEnd {
+    /// Just stop writing.
+    Nothing,
+    /// Send `CLIENT>>> TERMINATE`.
+    Terminate,
+    /// Send the last line without its `\n`, then shut down the write side.
+    HalfClose,
+}
+
+impl Pump {
+    /// Starts writing on a clone of `stream`.
+    pub fn start(stream: &TcpStream, plan: PumpPlan) -> Pump {
+        let mut stream = stream.try_clone().expect("clone socket");
+        stream
+            .set_write_timeout(Some(POLL))
+            .expect("set write timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let stalls = Arc::new(AtomicU64::new(0));
+        let (stop2, sent2, stalls2) = (stop.clone(), sent.clone(), stalls.clone());
+        let handle = std::thread::spawn(move || {
+            let mut seq = 0;
+            while plan.lines.is_none_or(|n| seq < n) && !stop2.load(Ordering::SeqCst) {
+                let mut line = seq_line(plan.from, plan.to, seq, (plan.len)(seq));
+                let last = plan.lines == Some(seq + 1);
+                if !(last && plan.end == PumpEnd::HalfClose) {
+                    line.push(b'\n');
+                }
+                write_patiently(&mut stream, &line, &stalls2)?;
+                seq += 1;
+                sent2.store(seq, Ordering::SeqCst);
+            }
+            match plan.end {
+                PumpEnd::Nothing => {}
+                PumpEnd::Terminate => {
+                    write_patiently(&mut stream, b"CLIENT>>> TERMINATE\n", &stalls2)?
+                }
+                PumpEnd::HalfClose => stream.shutdown(std::net::Shutdown::Write)?,
+            }
+            Ok(seq)
+        });
+        Pump {
+            stop,
+            sent,
+            stalls,
+            handle,
+        }
+    }
+
+    /// Asks the pump to stop after the line it is writing.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits for the thread: the number of lines written, or the write error.
+    pub fn join(self) -> io::Result<u64> {
+        self.handle.join().expect("pump thread panicked")
+    }
+}
+
+/// Writes all of `bytes`, waiting as long as progress is made at least every
+/// [`IO_LIMIT`]; counts each [`POLL`] without progress in `stalls`.
+pub fn write_patiently(stream: &mut TcpStream, bytes: &[u8], stalls: &AtomicU64) -> io::Result<()> {
+    let mut written = 0;
+    let mut progress = Instant::now();
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n;
+                progress = Instant::now();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                stalls.fetch_add(1, Ordering::SeqCst);
+                if progress.elapsed() >= IO_LIMIT {
+                    return Err(e);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// How a [`Drain`]'s stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The server closed after a complete line.
+    Eof,
+    /// The server closed in the middle of a line.
+    Partial(Vec<u8>),
+    /// A read failed (a reset, or [`IO_LIMIT`] without a byte).
+    Error(io::ErrorKind),
+    /// Told to stop reading.
+    Stopped,
+}
+
+/// What a [`Drain`] has read so far.
+#[derive(Debug, Default, Clone)]
+pub struct Received {
+    /// Chat lines, each checked against the next [`seq_line`] of the partner.
+    pub chat: u64,
+    /// Each notice, with how many chat lines came before it.
+    pub notices: Vec<(u64, String)>,
+    /// What was wrong with the chat lines (the first few problems).
+    pub bad: Vec<String>,
+    /// Set once reading is over.
+    pub end: Option<End>,
+}
+
+impl Received {
+    /// How many notices satisfy `f`.
+    pub fn count(&self, f: impl Fn(&str) -> bool) -> usize {
+        self.notices.iter().filter(|(_, n)| f(n)).count()
+    }
+}
+
+/// A thread reading everything the server sends to one client.
+pub struct Drain {
+    stop: Arc<AtomicBool>,
+    /// What was read so far.
+    pub log: Arc<Mutex<Received>>,
+    handle: JoinHandle<()>,
+}
+
+impl Drain {
+    /// Starts reading `reader` for the client on `me`, whose partner is
+    /// `partner`.
+    pub fn start(reader: BufReader<TcpStream>, me: u16, partner: u16) -> Drain {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Received::default()));
+        let (stop2, log2) = (stop.clone(), log.clone());
+        let handle = std::thread::spawn(move || {
+            let end = drain(reader, me, partner, &stop2, &log2);
+            log2.lock().unwrap().end = Some(end);
+        });
+        Drain { stop, log, handle }
+    }
+
+    /// A copy of what was read so far.
+    pub fn snapshot(&self) -> Received {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `f` holds for what was read, up to `limit`.
+    pub fn wait_for(&self, limit: Duration, f: impl Fn(&Received) -> bool) -> bool {
+        wait_until(limit, || f(&self.log.lock().unwrap()))
+    }
+
+    /// Stops reading after the current line, leaving the rest unread.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the thread and returns everything it read.
+    pub fn join(self) -> Received {
+        self.handle.join().expect("drain thread panicked");
+        Arc::try_unwrap(self.log)
+            .map(|m| m.into_inner().unwrap())
+            .unwrap_or_else(|arc| arc.lock().unwrap().clone())
+    }
+}
+
+fn drain(
+    mut reader: BufReader<TcpStream>,
+    me: u16,
+    partner: u16,
+    stop: &AtomicBool,
+    log: &Mutex<Received>,
+) -> End {
+    if let Err(e) = reader.get_ref().set_read_timeout(Some(POLL)) {
+        return End::Error(e.kind());
+    }
+    let mut line = Vec::new();
+    let mut progress = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) && line.is_empty() {
+            return End::Stopped;
+        }
+        let before = line.len();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) if line.is_empty() => return End::Eof,
+            Ok(0) => return End::Partial(line),
+            Ok(_) if line.last() != Some(&b'\n') => return End::Partial(line),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if line.len() > before {
+                    progress = Instant::now();
+                } else if progress.elapsed() >= IO_LIMIT {
+                    return End::Error(e.kind());
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return End::Error(e.kind()),
+        }
+        progress = Instant::now();
+        line.pop();
+        let mut log = log.lock().unwrap();
+        if line.starts_with(b"SERVER") {
+            let chat = log.chat;
+            log.notices
+                .push((chat, String::from_utf8_lossy(&line).into_owned()));
+        } else {
+            let seq = log.chat;
+            if let Err(e) = check_seq_line(&line, partner, me, seq)
+                && log.bad.len() < 5
+            {
+                log.bad.push(e);
+            }
+            log.chat += 1;
+        }
+        drop(log);
+        line.clear();
+    }
+}
+
+/// A small, seeded pseudo-random generator (xorshift64*), so that garbage
+/// and schedules can be replayed from a printed seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Samples a process's resident memory and descriptor count from a thread,
+/// keeping the peaks (a process that has exited ends the sampling).
+pub struct Sampler {
+    running: Arc<AtomicBool>,
+    peak_rss: Arc<AtomicU64>,
+    peak_fds: Arc<AtomicU64>,
+    handle: JoinHandle<()>,
+}
+
+impl Sampler {
+    /// Starts sampling `pid` every `period`.
+    pub fn start(pid: u32, period: Duration) -> Sampler {
+        let running = Arc::new(AtomicBool::new(true));
+        let peak_rss = Arc::new(AtomicU64::new(0));
+        let peak_fds = Arc::new(AtomicU64::new(0));
+        let (run, rss, fds) = (running.clone(), peak_rss.clone(), peak_fds.clone());
+        let handle = std::thread::spawn(move || {
+            while run.load(Ordering::SeqCst) {
+                let Some(now) = try_rss_kib(pid) else {
+                    return; // the process has ended
+                };
+                let Ok(open) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+                    return;
+                };
+                rss.fetch_max(now, Ordering::SeqCst);
+                fds.fetch_max(open.count() as u64, Ordering::SeqCst);
+                std::thread::sleep(period); // the sampling period
+            }
+        });
+        Sampler {
+            running,
+            peak_rss,
+            peak_fds,
+            handle,
+        }
+    }
+
+    /// The highest resident memory seen so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.peak_rss.load(Ordering::SeqCst)
+    }
+
+    /// The most descriptors seen open so far.
+    pub fn peak_fds(&self) -> u64 {
+        self.peak_fds.load(Ordering::SeqCst)
+    }
+
+    /// Stops sampling; returns the peaks (RSS in KiB, descriptors).
+    pub fn stop(self) -> (u64, u64) {
+        let Sampler {
+            running,
+            peak_rss,
+            peak_fds,
+            handle,
+        } = self;
+        running.store(false, Ordering::SeqCst);
+        handle.join().expect("sampler thread panicked");
+        (
+            peak_rss.load(Ordering::SeqCst),
+            peak_fds.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Watches, from a thread, for the process to end (a zombie not yet reaped,
+/// or gone), polling every 5 ms up to `limit`; the thread returns when it
+/// ended. Independent of whoever reaps it, and of how busy the caller is.
+pub fn watch_exit(pid: u32, limit: Duration) -> JoinHandle<Option<Instant>> {
+    std::thread::spawn(move || {
+        let ended = || match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rfind(')')
+                .and_then(|at| stat[at + 1..].split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X"),
+            Err(_) => true,
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            if ended() {
+                return Some(Instant::now());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
 }

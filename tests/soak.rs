@@ -1,0 +1,1249 @@
+//! A bounded soak: many clients churn sessions through the portal while
+//! every fault of `tests/faults.rs` is injected among them, then the server
+//! must be exactly where it started.
+//!
+//! ```text
+//! cargo test --release --test soak -- --ignored --nocapture           # 60 s
+//! SOAK_SECS=600 cargo test --release --test soak -- --ignored --nocapture
+//! ```
+//!
+//! The server runs with 128 descriptors (`prlimit`), 16 worker ports, a 1 s
+//! handshake timeout, a 2 s reservation lifetime and glibc set to give freed
+//! memory back at once (so RSS shows what is live). Twelve client threads
+//! each run one session after another through the portal (retrying while it
+//! is full), each session of a random kind:
+//!
+//! - chatter: sends 50 to 550 lines while reading, then terminates;
+//! - streamer: the same with 6000 lines of 1000 bytes;
+//! - slow reader: a chatter that stops reading for 1.5 s in the middle;
+//! - half-closer: ends with an unterminated line and a shutdown of its
+//!   sending side instead of `TERMINATE`;
+//! - resetter: stops reading and closes with unread input: a reset;
+//! - garbage: lines holding NULs, invalid UTF-8 and bare `\r` among its chat,
+//!   a line beginning with `SERVER`, then a megabyte without a newline.
+//!
+//! A chaos thread meanwhile takes turns at a slowloris, garbage on the
+//! portal, garbage on a worker port before the handshake, a flood of
+//! connections that exhausts the server's descriptors for a second, and a
+//! slow consumer: a pair where one side sends 64 MiB and the other reads
+//! nothing until the sender is held back (ports taken from the portal in
+//! vain while looking for such a pair are given back as sessions that leave
+//! at once).
+//!
+//! Every chat line names its sender session, its number, its ports and its
+//! length, and has a computed payload (garbage lines carry their route and
+//! session before the garbage). Receivers check each line as it arrives
+//! (misrouted, damaged, out of order); at the end, for every sender, lines
+//! sent = lines received (once) + "not delivered" notices, except where a
+//! reset was involved (the resetter's own lines, and lines sent to it). So
+//! "zero lines lost" is counted, not assumed.
+//!
+//! At the end: every port can be obtained again, the descriptor count is back
+//! to its start, memory is back to its start (within a small allowance), and
+//! a last pair chats; then SIGTERM while two pairs stream, and every client
+//! must get the notice last and whole, and the server exit 0.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    Drain, End, Peer, Pump, PumpEnd, PumpPlan, Rng, Sampler, TestServer, connect, fd_count,
+    fd_numbers, nofile_prefix, rss_kib, settled_fds, tcp_queues, try_rss_kib as try_rss,
+    wait_every_port_free, wait_until,
+};
+use portal_chat::client::{Assignment, PortalAnswer, parse_portal_reply, request_port};
+
+const FD_LIMIT: usize = 128;
+const WORKERS: usize = 16;
+const CLIENT_THREADS: usize = 12;
+const FLOOD: usize = 2 * FD_LIMIT;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much more memory the server may hold at the end than at the start:
+/// the slab and the core's tables keep the size of the busiest moment. With
+/// glibc's default thresholds, freed queues (a full 1 MiB queue sits in a
+/// 2 MiB buffer) mostly stay in the heap and RSS ends 3 to 4 MiB up, which
+/// would hide a leak of that size; so the server runs with eager trimming
+/// (below), and RSS then measures what is live.
+const RSS_ALLOWANCE_KIB: u64 = 2 * 1024;
+
+/// glibc settings for the server: buffers of 64 KiB and more are mapped
+/// apart and unmapped when freed, and the heap is trimmed when 64 KiB are
+/// free at its top.
+const EAGER_TRIM: [&str; 3] = [
+    "env",
+    "MALLOC_MMAP_THRESHOLD_=65536",
+    "MALLOC_TRIM_THRESHOLD_=65536",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    Chatter,
+    Streamer,
+    SlowReader,
+    HalfCloser,
+    Resetter,
+    Garbage,
+    /// A port taken in vain while looking for a pair, given straight back.
+    GiveBack,
+}
+
+impl Kind {
+    fn pick(rng: &mut Rng) -> Kind {
+        match rng.below(100) {
+            0..40 => Kind::Chatter,
+            40..50 => Kind::Streamer,
+            50..65 => Kind::SlowReader,
+            65..80 => Kind::HalfCloser,
+            80..90 => Kind::Resetter,
+            _ => Kind::Garbage,
+        }
+    }
+
+    /// Whether the session must end cleanly, every write succeeding.
+    fn accountable(self) -> bool {
+        self != Kind::Resetter
+    }
+}
+
+/// A chat line of the soak: sender session, number, ports, length, payload.
+fn soak_line(from: u16, to: u16, session: u64, seq: u64, len: usize) -> Vec<u8> {
+    let mut line = format!("{from}>{to}#{session}.{seq}/{len}:").into_bytes();
+    let salt = (session * 31 + seq * 7) as usize;
+    line.extend((0..len).map(|i| b'a' + ((salt + i * 13) % 26) as u8));
+    line
+}
+
+/// Reads the header of a soak line and checks the whole line against it:
+/// (from, to, session, seq).
+fn parse_soak_line(line: &[u8]) -> Option<(u16, u16, u64, u64)> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let header = std::str::from_utf8(&line[..colon]).ok()?;
+    let (from, rest) = header.split_once('>')?;
+    let (to, rest) = rest.split_once('#')?;
+    let (session, rest) = rest.split_once('.')?;
+    let (seq, len) = rest.split_once('/')?;
+    let (from, to, session, seq, len) = (
+        from.parse().ok()?,
+        to.parse().ok()?,
+        session.parse().ok()?,
+        seq.parse().ok()?,
+        len.parse().ok()?,
+    );
+    (line == soak_line(from, to, session, seq, len).as_slice()).then_some((from, to, session, seq))
+}
+
+/// What one session's reader saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Per sender session: first and last number received, and how many.
+    runs: HashMap<u64, (u64, u64, u64)>,
+    not_delivered: u64,
+    refused: u64,
+    too_long: u64,
+    /// Per sender session: lines of garbage received.
+    garbage_from: HashMap<u64, u64>,
+    problems: Vec<String>,
+    /// The stream ended cleanly (end of stream, or a reset after the
+    /// server's close began, for a client that sent garbage).
+    clean_end: bool,
+}
+
+/// One session, as the ledger keeps it.
+#[derive(Debug)]
+struct Record {
+    kind: Kind,
+    port: u16,
+    partner: u16,
+    /// Before asking the portal, and after the end: the session lies within.
+    began: Instant,
+    ended: Instant,
+    /// Numbered lines sent.
+    sent: u64,
+    /// Lines of garbage sent (a garbage session's), not numbered.
+    garbage_sent: u64,
+    seen: Seen,
+}
+
+#[derive(Default)]
+struct Ledger {
+    next_id: u64,
+    records: HashMap<u64, Record>,
+    refused_joins: u64,
+    full_answers: u64,
+}
+
+#[derive(Default)]
+struct Chaos {
+    slow_consumers: AtomicU64,
+    slow_consumer_skipped: AtomicU64,
+    /// Resetters that closed with unread input, which is a reset for sure.
+    resets: AtomicU64,
+    slowloris: AtomicU64,
+    slowloris_bad: Mutex<Vec<String>>,
+    portal_garbage: AtomicU64,
+    worker_garbage: AtomicU64,
+    floods: AtomicU64,
+    flood_held_ms: AtomicU64,
+    problems: Mutex<Vec<String>>,
+}
+
+struct Soak {
+    server: TestServer,
+    deadline: Instant,
+    ledger: Mutex<Ledger>,
+    chaos: Chaos,
+}
+
+/// The soak's reader for one session: checks and counts everything.
+fn read_session(
+    mut reader: BufReader<TcpStream>,
+    me: u16,
+    partner: u16,
+    pause_after: Option<u64>,
+    stop: &AtomicBool,
+    partner_came: &AtomicBool,
+    gate: Option<&AtomicBool>,
+) -> Seen {
+    if let Some(gate) = gate {
+        // Not reading at all until the gate opens (bounded by the test).
+        wait_until(Duration::from_secs(30), || gate.load(Ordering::SeqCst));
+    }
+    let mut seen = Seen::default();
+    let mut chat = 0u64;
+    let mut line = Vec::new();
+    let not_delivered = format!("SERVER{me}>>> Not delivered: partner {partner} is not connected");
+    let refused = format!("SERVER{me}>>> Refused: chat lines may not begin with SERVER");
+    let too_long = format!("SERVER{me}>>> Line too long (limit 8192 bytes); closing");
+    let connected = format!("SERVER{me}>>> Partner {partner} connected");
+    let left = format!("SERVER{me}>>> Partner {partner} left");
+    let garbage_tag = format!("~g~{partner}>{me}#");
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return seen;
+        }
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => {
+                seen.clean_end = true;
+                return seen;
+            }
+            Ok(_) if line.last() != Some(&b'\n') => {
+                if stop.load(Ordering::SeqCst) {
+                    return seen; // our own shutdown cut the line short
+                }
+                seen.problems.push(format!(
+                    "port {me}: stream ended inside a line: {:?}",
+                    String::from_utf8_lossy(&line[..line.len().min(60)])
+                ));
+                return seen;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && seen.too_long > 0 => {
+                seen.clean_end = true;
+                return seen;
+            }
+            Err(e) => {
+                let local = reader.get_ref().local_addr().map_or(0, |a| a.port());
+                seen.problems.push(format!(
+                    "port {me}: read failed after {chat} lines: {e} (queues: ours {:?}, the \
+                     server's {:?})",
+                    tcp_queues(local, me),
+                    tcp_queues(me, local)
+                ));
+                return seen;
+            }
+        }
+        line.pop();
+        if line.starts_with(b"SERVER") {
+            let text = String::from_utf8_lossy(&line);
+            if text == not_delivered {
+                seen.not_delivered += 1;
+            } else if text == refused {
+                seen.refused += 1;
+            } else if text == too_long {
+                seen.too_long += 1;
+            } else if text == connected {
+                partner_came.store(true, Ordering::SeqCst);
+            } else if text != left {
+                seen.problems
+                    .push(format!("port {me}: unexpected notice {text:?}"));
+            }
+            continue;
+        }
+        if line.starts_with(b"~g~") {
+            // Garbage, tagged with its route and session, then raw bytes.
+            let session = line.strip_prefix(garbage_tag.as_bytes()).and_then(|rest| {
+                let hash = rest.iter().position(|&b| b == b':')?;
+                std::str::from_utf8(&rest[..hash]).ok()?.parse::<u64>().ok()
+            });
+            match session {
+                Some(session) => *seen.garbage_from.entry(session).or_default() += 1,
+                None => seen.problems.push(format!(
+                    "port {me}: misrouted garbage {:?}",
+                    String::from_utf8_lossy(&line[..line.len().min(30)])
+                )),
+            }
+            continue;
+        }
+        match parse_soak_line(&line) {
+            Some((from, to, session, seq)) if from == partner && to == me => {
+                let run = seen.runs.entry(session).or_insert((seq, seq, 0));
+                if run.2 > 0 && seq != run.1 + 1 {
+                    seen.problems.push(format!(
+                        "port {me}: from session {session}, line {seq} after line {}",
+                        run.1
+                    ));
+                }
+                run.1 = seq;
+                run.2 += 1;
+            }
+            Some((from, to, session, seq)) => seen.problems.push(format!(
+                "port {me} (partner {partner}): misrouted line {from}>{to}#{session}.{seq}"
+            )),
+            None => seen.problems.push(format!(
+                "port {me}: damaged line {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(60)])
+            )),
+        }
+        chat += 1;
+        if pause_after == Some(chat) {
+            // A slow reader: nothing is read for a while, so the partner's
+            // queue fills and the partner is held back.
+            thread::sleep(Duration::from_millis(1500));
+        }
+    }
+}
+
+impl Soak {
+    fn new_id(&self) -> u64 {
+        let mut ledger = self.ledger.lock().unwrap();
+        ledger.next_id += 1;
+        ledger.next_id
+    }
+
+    /// Portal and handshake, retrying while the portal is full or a
+    /// reservation lapsed (behind a flood, say); `None` once the soak is over.
+    fn join(&self, rng: &mut Rng) -> Option<Peer> {
+        loop {
+            if Instant::now() >= self.deadline {
+                return None;
+            }
+            match request_port(self.server.portal) {
+                Ok(PortalAnswer::Assigned(assignment)) => {
+                    match Peer::handshake(self.server.host(), &assignment) {
+                        Ok(peer) => return Some(peer),
+                        Err(_) => self.ledger.lock().unwrap().refused_joins += 1,
+                    }
+                }
+                Ok(PortalAnswer::Full) => {
+                    self.ledger.lock().unwrap().full_answers += 1;
+                    // The client's own back-off, a workload pace.
+                    thread::sleep(Duration::from_millis(20 + rng.below(30)));
+                }
+                Err(e) => {
+                    self.chaos
+                        .problems
+                        .lock()
+                        .unwrap()
+                        .push(format!("portal did not answer: {e}"));
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// One session of `kind`, from the portal to the end.
+    fn session(&self, kind: Kind, rng: &mut Rng) -> bool {
+        let began = Instant::now();
+        let Some(peer) = self.join(rng) else {
+            return false;
+        };
+        let id = self.new_id();
+        let (me, partner) = (peer.port, peer.partner);
+        let mut stream = peer.stream;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pause_after = (kind == Kind::SlowReader).then(|| 20 + rng.below(200));
+        let partner_came = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (stop, partner_came) = (stop.clone(), partner_came.clone());
+            let reader = peer.reader;
+            thread::spawn(move || {
+                read_session(reader, me, partner, pause_after, &stop, &partner_came, None)
+            })
+        };
+        // Chat needs a partner: wait a little for one (a client would).
+        if !peer.partner_present {
+            let partner_came = partner_came.clone();
+            wait_until(Duration::from_millis(300), || {
+                partner_came.load(Ordering::SeqCst)
+            });
+        }
+        let lines = match kind {
+            Kind::Streamer => 6000,
+            _ => 50 + rng.below(500),
+        };
+        let mut sent = 0;
+        let mut garbage_sent = 0;
+        let mut write_failed = None;
+        let mut send = |stream: &mut TcpStream, bytes: &[u8]| {
+            if write_failed.is_none()
+                && let Err(e) = stream.write_all(bytes)
+            {
+                write_failed = Some(e.to_string());
+            }
+        };
+        for seq in 0..lines {
+            let len = if kind == Kind::Streamer {
+                1000
+            } else if rng.below(50) == 0 {
+                4000 + rng.below(4000) as usize
+            } else {
+                rng.below(200) as usize
+            };
+            let mut line = soak_line(me, partner, id, seq, len);
+            let last = seq + 1 == lines;
+            if !(last && kind == Kind::HalfCloser) {
+                line.push(b'\n');
+            }
+            send(&mut stream, &line);
+            sent += 1;
+            if kind == Kind::Garbage && seq % 10 == 0 {
+                let mut garbage = format!("~g~{me}>{partner}#{id}:").into_bytes();
+                garbage.extend(b"\0\0\xff\xfe\xc3\x28 a\rb \r\r");
+                let len = rng.below(100) as usize;
+                garbage.extend(rng.bytes(len));
+                garbage
+                    .iter_mut()
+                    .filter(|b| **b == b'\n')
+                    .for_each(|b| *b = 0);
+                garbage.push(b'\n');
+                send(&mut stream, &garbage);
+                garbage_sent += 1;
+            }
+            if rng.below(20) == 0 {
+                thread::sleep(Duration::from_millis(rng.below(10))); // typing pause
+            }
+        }
+        match kind {
+            Kind::Chatter | Kind::Streamer | Kind::SlowReader | Kind::GiveBack => {
+                send(&mut stream, b"CLIENT>>> TERMINATE\n")
+            }
+            Kind::HalfCloser => {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            Kind::Garbage => {
+                send(&mut stream, b"SERVER>>> forged\n");
+                let mut writer = stream.try_clone().unwrap();
+                thread::spawn(move || {
+                    let _ = writer.write_all(&vec![b'z'; 1 << 20]);
+                    let _ = writer.shutdown(Shutdown::Write);
+                });
+            }
+            Kind::Resetter => {
+                // Stop reading (a blocked read is woken by the shutdown of
+                // the reading side, which leaves the kernel's queue as it is).
+                stop.store(true, Ordering::SeqCst);
+                let _ = stream.shutdown(Shutdown::Read);
+            }
+        }
+        let seen = reader.join().expect("reader thread");
+        if kind == Kind::Resetter {
+            // Unread input at the close makes it a reset; give the
+            // partner's lines a moment to arrive, if there is a partner.
+            let local = stream.local_addr().unwrap().port();
+            let unread = wait_until(Duration::from_millis(500), || {
+                tcp_queues(local, me).is_some_and(|(_, rx)| rx > 0)
+            });
+            if unread {
+                self.chaos.resets.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        drop(stream);
+        let mut seen = seen;
+        if let Some(e) = write_failed
+            && kind.accountable()
+        {
+            seen.problems.push(format!("port {me}: write failed: {e}"));
+        }
+        if kind.accountable() && !seen.clean_end {
+            seen.problems
+                .push(format!("port {me}: {kind:?} session did not end cleanly"));
+        }
+        if kind == Kind::Garbage && seen.too_long != 1 {
+            seen.problems.push(format!(
+                "port {me}: no line-too-long notice for the megabyte"
+            ));
+        }
+        if kind == Kind::Garbage && seen.refused != 1 {
+            seen.problems
+                .push(format!("port {me}: the forged line was not refused"));
+        }
+        self.ledger.lock().unwrap().records.insert(
+            id,
+            Record {
+                kind,
+                port: me,
+                partner,
+                began,
+                ended: Instant::now(),
+                sent,
+                garbage_sent,
+                seen,
+            },
+        );
+        true
+    }
+
+    fn client_thread(&self, seed: u64) {
+        let mut rng = Rng::new(seed);
+        while Instant::now() < self.deadline {
+            let kind = Kind::pick(&mut rng);
+            if !self.session(kind, &mut rng) {
+                return;
+            }
+        }
+    }
+
+    fn chaos_thread(&self, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let mut turn = 0u64;
+        let mut lorises = Vec::new();
+        while Instant::now() < self.deadline {
+            turn += 1;
+            match turn % 4 {
+                0 => {
+                    let addr = self.worker(&mut rng);
+                    lorises.push(thread::spawn(move || slowloris(addr)));
+                    self.chaos.slowloris.fetch_add(1, Ordering::SeqCst);
+                }
+                1 => {
+                    self.portal_garbage(&mut rng);
+                    self.chaos.portal_garbage.fetch_add(1, Ordering::SeqCst);
+                }
+                2 => {
+                    self.worker_garbage(&mut rng);
+                    self.chaos.worker_garbage.fetch_add(1, Ordering::SeqCst);
+                }
+                _ if turn % 12 == 3 => {
+                    self.flood();
+                    self.chaos.floods.fetch_add(1, Ordering::SeqCst);
+                }
+                _ if turn % 12 == 7 => self.slow_consumer(),
+                _ => {}
+            }
+            thread::sleep(Duration::from_millis(200 + rng.below(200))); // chaos pace
+        }
+        for loris in lorises {
+            if let Err(problem) = loris.join().unwrap() {
+                self.chaos.slowloris_bad.lock().unwrap().push(problem);
+            }
+        }
+    }
+
+    fn worker(&self, rng: &mut Rng) -> SocketAddr {
+        self.server.workers[rng.below(WORKERS as u64) as usize]
+    }
+
+    fn portal_garbage(&self, rng: &mut Rng) {
+        let bytes = garbage(rng);
+        let Ok(stream) = connect(self.server.portal) else {
+            return self.problem("portal refused a connection".into());
+        };
+        let mut writer = stream.try_clone().unwrap();
+        let spray = thread::spawn(move || {
+            let _ = writer.write_all(&bytes);
+        });
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(_) if line.ends_with('\n') && parse_portal_reply(line.trim_end()).is_some() => {}
+            other => self.problem(format!("portal answered garbage with {other:?} {line:?}")),
+        }
+        drop(reader);
+        let _ = spray.join();
+    }
+
+    fn worker_garbage(&self, rng: &mut Rng) {
+        let addr = self.worker(rng);
+        let port = addr.port();
+        let mut bytes = garbage(rng);
+        bytes.push(b'\n'); // so it is refused, not left to time out
+        let Ok(stream) = connect(addr) else {
+            return self.problem(format!("worker {port} refused a connection"));
+        };
+        let mut writer = stream.try_clone().unwrap();
+        let spray = thread::spawn(move || {
+            let _ = writer.write_all(&bytes);
+        });
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let want = format!("SERVER{port}>>> Wrong handshake passcode\n");
+        match reader.read_line(&mut line) {
+            Ok(_) if line == want => {}
+            other => self.problem(format!(
+                "port {port} answered garbage with {other:?} {line:?}"
+            )),
+        }
+        drop(reader);
+        let _ = spray.join();
+    }
+
+    /// Exhausts the server's descriptors for about a second.
+    fn flood(&self) {
+        let pid = self.server.pid();
+        let mut flood = Vec::with_capacity(FLOOD);
+        for i in 0..FLOOD {
+            match connect(self.server.workers[i % WORKERS]) {
+                Ok(stream) => flood.push(stream),
+                Err(e) => return self.problem(format!("flood connect: {e}")),
+            }
+        }
+        let ceiling = FD_LIMIT
+            + fd_numbers(pid)
+                .into_iter()
+                .filter(|&n| n as usize >= FD_LIMIT)
+                .count();
+        if wait_until(Duration::from_secs(5), || fd_count(pid) >= ceiling) {
+            let exhausted = Instant::now();
+            thread::sleep(Duration::from_secs(1)); // the fault's duration
+            self.chaos
+                .flood_held_ms
+                .fetch_add(exhausted.elapsed().as_millis() as u64, Ordering::SeqCst);
+        } else {
+            self.problem(format!(
+                "a flood of {FLOOD} did not exhaust {FD_LIMIT} descriptors ({} open)",
+                fd_count(pid)
+            ));
+        }
+        drop(flood);
+    }
+
+    /// A partner that does not read while 64 MiB are sent to it, until the
+    /// sender is held back; then it reads everything. Both are sessions of
+    /// the ledger like any other, so the audit counts every line.
+    fn slow_consumer(&self) {
+        // Enough to outlast every kernel buffer on the way (they grow to
+        // tens of MiB on a fast loopback) and the server's 1 MiB queue.
+        const LINES: u64 = 64 * 1024;
+        let began = Instant::now();
+        let mut pair = None;
+        for _ in 0..20 {
+            pair = self.try_join_pair();
+            if pair.is_some() || Instant::now() >= self.deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(300)); // try again later
+        }
+        let Some((a, b)) = pair else {
+            self.chaos
+                .slow_consumer_skipped
+                .fetch_add(1, Ordering::SeqCst);
+            return;
+        };
+        let (a_id, b_id) = (self.new_id(), self.new_id());
+        let never = Arc::new(AtomicBool::new(false));
+        let came = Arc::new(AtomicBool::new(true));
+        let gate = Arc::new(AtomicBool::new(false));
+        // The sender hears nothing until it leaves, however long sending
+        // takes (a debug build is slow): no read timeout short of that.
+        a.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(300)))
+            .unwrap();
+        let a_reader = {
+            let (never, came) = (never.clone(), came.clone());
+            let (reader, me, partner) = (a.reader, a.port, a.partner);
+            thread::spawn(move || read_session(reader, me, partner, None, &never, &came, None))
+        };
+        let b_reader = {
+            let (never, came, gate) = (never.clone(), came.clone(), gate.clone());
+            let (reader, me, partner) = (b.reader, b.port, b.partner);
+            thread::spawn(move || {
+                read_session(reader, me, partner, None, &never, &came, Some(&gate))
+            })
+        };
+        let stalls = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let mut stream = a.stream.try_clone().unwrap();
+            stream.set_write_timeout(Some(common::POLL)).unwrap();
+            let (stalls, me, partner) = (stalls.clone(), a.port, a.partner);
+            thread::spawn(move || {
+                for seq in 0..LINES {
+                    let mut line = soak_line(me, partner, a_id, seq, 1000);
+                    line.push(b'\n');
+                    if common::write_patiently(&mut stream, &line, &stalls).is_err() {
+                        return seq;
+                    }
+                }
+                let _ = common::write_patiently(&mut stream, b"CLIENT>>> TERMINATE\n", &stalls);
+                LINES
+            })
+        };
+        let held = wait_until(Duration::from_secs(10), || {
+            stalls.load(Ordering::SeqCst) >= 3
+        });
+        gate.store(true, Ordering::SeqCst);
+        let sent = writer.join().unwrap();
+        let a_seen = a_reader.join().unwrap();
+        // The sender has gone: the reader leaves too, after everything.
+        let mut b_stream = b.stream;
+        let _ = b_stream.write_all(b"CLIENT>>> TERMINATE\n");
+        let b_seen = b_reader.join().unwrap();
+        if !held {
+            self.problem("slow consumer: the sender was never held back".into());
+        }
+        let mut ledger = self.ledger.lock().unwrap();
+        for (id, kind, peer_port, partner, sent, seen) in [
+            (a_id, Kind::Streamer, a.port, a.partner, sent, a_seen),
+            (b_id, Kind::SlowReader, b.port, b.partner, 0, b_seen),
+        ] {
+            let mut seen = seen;
+            if !seen.clean_end {
+                seen.problems
+                    .push(format!("slow consumer on {peer_port}: did not end cleanly"));
+            }
+            ledger.records.insert(
+                id,
+                Record {
+                    kind,
+                    port: peer_port,
+                    partner,
+                    began,
+                    ended: Instant::now(),
+                    sent,
+                    garbage_sent: 0,
+                    seen,
+                },
+            );
+        }
+        self.chaos.slow_consumers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Two clients in one session, taken from the portal until two partner
+    /// ports turn up. Ports taken in vain are given back as recorded
+    /// sessions that leave at once (so any line that reaches them in that
+    /// moment is counted). `None` if the portal runs out first.
+    fn try_join_pair(&self) -> Option<(Peer, Peer)> {
+        let server = &self.server;
+        let mut held: Vec<Assignment> = Vec::new();
+        let pair = loop {
+            let assignment = match request_port(server.portal) {
+                Ok(PortalAnswer::Assigned(assignment)) => assignment,
+                Ok(PortalAnswer::Full) => {
+                    self.ledger.lock().unwrap().full_answers += 1;
+                    break None;
+                }
+                Err(_) => break None,
+            };
+            let index = |port: u16| server.workers.iter().position(|w| w.port() == port);
+            let partner = server.workers[index(assignment.port).unwrap() ^ 1].port();
+            if let Some(at) = held.iter().position(|a| a.port == partner) {
+                break Some((held.swap_remove(at), assignment));
+            }
+            held.push(assignment);
+        };
+        for assignment in &held {
+            self.give_back(assignment);
+        }
+        let (first, second) = pair?;
+        let first = Peer::handshake(server.host(), &first);
+        let second = Peer::handshake(server.host(), &second);
+        let (Ok(mut a), Ok(b)) = (first, second) else {
+            return None;
+        };
+        a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
+        Some((a, b))
+    }
+
+    /// Claims a port and leaves at once, as a session of the ledger.
+    fn give_back(&self, assignment: &Assignment) {
+        let began = Instant::now();
+        let Ok(mut peer) = Peer::handshake(self.server.host(), assignment) else {
+            return; // lapsed meanwhile: it is free anyway
+        };
+        let id = self.new_id();
+        let _ = peer.send_line(b"CLIENT>>> TERMINATE");
+        let never = AtomicBool::new(false);
+        let came = AtomicBool::new(false);
+        let mut seen = read_session(
+            peer.reader,
+            peer.port,
+            peer.partner,
+            None,
+            &never,
+            &came,
+            None,
+        );
+        if !seen.clean_end {
+            seen.problems
+                .push(format!("giving back {}: did not end cleanly", peer.port));
+        }
+        self.ledger.lock().unwrap().records.insert(
+            id,
+            Record {
+                kind: Kind::GiveBack,
+                port: peer.port,
+                partner: peer.partner,
+                began,
+                ended: Instant::now(),
+                sent: 0,
+                garbage_sent: 0,
+                seen,
+            },
+        );
+    }
+
+    fn problem(&self, problem: String) {
+        self.chaos.problems.lock().unwrap().push(problem);
+    }
+}
+
+fn garbage(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(5) {
+        0 => {
+            let len = 1 + rng.below(2000) as usize;
+            rng.bytes(len)
+        }
+        1 => vec![0; 1 + rng.below(300) as usize],
+        2 => b"\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c\xbc".to_vec(),
+        3 => vec![b'\r'; 200],
+        _ => vec![b'x'; 1 << 20],
+    }
+}
+
+/// One byte every 500 ms until the server closes; it must say why, after
+/// the handshake deadline and not much later.
+fn slowloris(addr: SocketAddr) -> Result<(), String> {
+    let began = Instant::now();
+    let port = addr.port();
+    let mut stream = connect(addr).map_err(|e| format!("slowloris connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0; 128];
+    loop {
+        if began.elapsed() > HANDSHAKE_TIMEOUT + Duration::from_secs(20) {
+            return Err(format!("slowloris on {port}: never closed"));
+        }
+        if received.is_empty() {
+            let _ = stream.write_all(b"s");
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("slowloris on {port}: {e}")),
+        }
+    }
+    let took = began.elapsed();
+    let want = format!("SERVER{port}>>> Handshake timeout\n");
+    if received != want.as_bytes() {
+        return Err(format!(
+            "slowloris on {port}: got {:?}",
+            String::from_utf8_lossy(&received)
+        ));
+    }
+    if took < HANDSHAKE_TIMEOUT {
+        return Err(format!("slowloris on {port}: cut off early, {took:?}"));
+    }
+    Ok(())
+}
+
+/// The ledger's verdict on the lines.
+#[derive(Debug, Default)]
+struct Audit {
+    /// Lines sent: numbered chat lines and tagged garbage lines.
+    sent: u64,
+    /// Lines received by the partner they were sent to.
+    received: u64,
+    /// "Not delivered" notices (the partner was not there).
+    not_delivered: u64,
+    /// Lines gone with a reset: sent by a resetter, or to one.
+    with_resets: u64,
+    /// Lines unaccounted for where nothing excuses it.
+    lost: u64,
+    problems: Vec<String>,
+}
+
+/// Checks the ledger: every line accounted for, none twice, none misrouted
+/// (the readers checked routing and order line by line).
+fn audit(ledger: &Ledger) -> Audit {
+    let mut audit = Audit::default();
+    // Who received what from whom.
+    let mut runs: HashMap<u64, Vec<(u64, u64, u64)>> = HashMap::new();
+    let mut garbage: HashMap<u64, u64> = HashMap::new();
+    for record in ledger.records.values() {
+        audit.problems.extend(record.seen.problems.iter().cloned());
+        for (&from, &run) in &record.seen.runs {
+            runs.entry(from).or_default().push(run);
+        }
+        for (&from, &count) in &record.seen.garbage_from {
+            *garbage.entry(from).or_default() += count;
+        }
+    }
+    for (&id, sender) in &ledger.records {
+        let mut got = runs.remove(&id).unwrap_or_default();
+        got.sort_unstable();
+        for pair in got.windows(2) {
+            if pair[1].0 <= pair[0].1 {
+                audit
+                    .problems
+                    .push(format!("session {id}: lines delivered twice: {pair:?}"));
+            }
+        }
+        if let Some(last) = got.last()
+            && last.1 >= sender.sent
+        {
+            audit
+                .problems
+                .push(format!("session {id}: line {} was never sent", last.1));
+        }
+        let received =
+            got.iter().map(|run| run.2).sum::<u64>() + garbage.remove(&id).unwrap_or_default();
+        let sent = sender.sent + sender.garbage_sent;
+        let accounted = received + sender.seen.not_delivered;
+        audit.sent += sent;
+        audit.received += received;
+        audit.not_delivered += sender.seen.not_delivered;
+        // A resetter paired with this sender may have taken lines with it.
+        let beside_a_resetter = ledger.records.values().any(|other| {
+            other.kind == Kind::Resetter
+                && other.port == sender.partner
+                && other.began <= sender.ended
+                && sender.began <= other.ended
+        });
+        if accounted > sent {
+            audit.problems.push(format!(
+                "session {id}: {accounted} lines accounted, {sent} sent"
+            ));
+        } else if sender.kind == Kind::Resetter || beside_a_resetter {
+            audit.with_resets += sent - accounted;
+        } else if accounted < sent {
+            audit.problems.push(format!(
+                "session {id} ({:?} on {}): sent {sent}, received {received}, not delivered {}",
+                sender.kind, sender.port, sender.seen.not_delivered
+            ));
+            audit.lost += sent - accounted;
+        }
+    }
+    for id in runs.keys().chain(garbage.keys()) {
+        audit
+            .problems
+            .push(format!("lines from an unknown session {id}"));
+    }
+    audit
+}
+
+/// Two clients in one session, once the churn is over: ports are taken
+/// from the portal until two partners turn up, and the others given back.
+fn join_pair(server: &TestServer) -> (Peer, Peer) {
+    let mut held: Vec<Assignment> = Vec::new();
+    let (first, second) = loop {
+        let assignment = match request_port(server.portal).expect("the portal answers") {
+            PortalAnswer::Assigned(assignment) => assignment,
+            PortalAnswer::Full => panic!("no two partner ports free"),
+        };
+        let index = |port: u16| server.workers.iter().position(|w| w.port() == port);
+        let partner = server.workers[index(assignment.port).unwrap() ^ 1].port();
+        if let Some(at) = held.iter().position(|a| a.port == partner) {
+            break (held.swap_remove(at), assignment);
+        }
+        held.push(assignment);
+    };
+    for assignment in &held {
+        common::release(server.host(), assignment).expect("give a port back");
+    }
+    let mut a = Peer::handshake(server.host(), &first).expect("handshake");
+    let b = Peer::handshake(server.host(), &second).expect("handshake");
+    a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
+    (a, b)
+}
+
+fn soak_secs() -> u64 {
+    std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60)
+}
+
+#[test]
+#[ignore = "soak: cargo test --release --test soak -- --ignored --nocapture (SOAK_SECS, default 60)"]
+fn soak() {
+    let secs = soak_secs();
+    let nofile = nofile_prefix(FD_LIMIT as u32);
+    let prefix: Vec<&str> = EAGER_TRIM
+        .into_iter()
+        .chain(nofile.iter().map(String::as_str))
+        .collect();
+    let workers = WORKERS.to_string();
+    let mut server = TestServer::start_with_prefix(
+        &prefix,
+        &[
+            "--workers",
+            &workers,
+            "--handshake-timeout",
+            "1",
+            "--assign-timeout",
+            "2",
+        ],
+    );
+    let pid = server.pid();
+    let start_fds = settled_fds(&server);
+    let start_rss = rss_kib(pid);
+    let sampler = Sampler::start(pid, Duration::from_millis(20));
+    let cpu_start = common::cpu_ticks(pid);
+    let began = Instant::now();
+    println!("soak: {secs} s, server pid {pid}, {start_fds} fds, {start_rss} KiB at the start");
+
+    let soak = Soak {
+        server,
+        deadline: began + Duration::from_secs(secs),
+        ledger: Mutex::new(Ledger::default()),
+        chaos: Chaos::default(),
+    };
+    let mut quarters = Vec::new();
+    thread::scope(|scope| {
+        let marks = scope.spawn(|| {
+            (1..=4)
+                .map(|q| {
+                    let mark = began + Duration::from_secs(secs) * q / 4;
+                    thread::sleep(mark.saturating_duration_since(Instant::now())); // a timetable
+                    try_rss(pid)
+                })
+                .collect::<Vec<_>>()
+        });
+        for n in 0..CLIENT_THREADS {
+            let soak = &soak;
+            scope.spawn(move || soak.client_thread(0x50A4 + n as u64));
+        }
+        scope.spawn(|| soak.chaos_thread(0xC4A05));
+        quarters = marks.join().unwrap();
+    });
+    let churn = began.elapsed();
+    let Soak {
+        server: churned,
+        ledger,
+        chaos,
+        ..
+    } = soak;
+    server = churned;
+    let ledger = ledger.into_inner().unwrap();
+
+    // Back where it started.
+    let ports_free = wait_every_port_free(&server, Duration::from_secs(10));
+    let fds_back = wait_until(Duration::from_secs(10), || fd_count(pid) == start_fds);
+    let end_fds = fd_count(pid);
+    let end_rss = rss_kib(pid);
+    let (mut last, mut other) = join_pair(&server);
+    last.send_line(b"still answering").unwrap();
+    other.expect("still answering");
+    for mut peer in [last, other] {
+        peer.send_line(b"CLIENT>>> TERMINATE").unwrap();
+        while !matches!(peer.next(), Ok(common::Got::Eof) | Err(_)) {}
+    }
+    let cpu_ticks = common::cpu_ticks(pid) - cpu_start;
+    let (peak_rss, peak_fds) = sampler.stop();
+
+    // Signals during load: two pairs streaming, then SIGTERM.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let (a, b) = join_pair(&server);
+        for peer in [a, b] {
+            let pump = Pump::start(
+                &peer.stream,
+                PumpPlan {
+                    from: peer.port,
+                    to: peer.partner,
+                    len: |seq| (seq as usize * 61) % 1500,
+                    lines: None,
+                    end: PumpEnd::Nothing,
+                },
+            );
+            let drain = Drain::start(peer.reader, peer.port, peer.partner);
+            streams.push((peer.port, peer.stream, pump, drain));
+        }
+    }
+    for (port, _, _, drain) in &streams {
+        assert!(
+            drain.wait_for(Duration::from_secs(10), |r| r.chat >= 100),
+            "port {port}: the final stream never got going"
+        );
+    }
+    let exit = common::watch_exit(pid, Duration::from_secs(10));
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let mut signal_problems = Vec::new();
+    for (port, stream, pump, drain) in streams {
+        drain.wait_for(Duration::from_secs(10), |r| r.end.is_some());
+        pump.stop();
+        let _ = stream.shutdown(Shutdown::Both);
+        let _ = pump.join();
+        let log = drain.join();
+        let notice = vec![(log.chat, "SERVER>>> Server shutting down".to_string())];
+        if log.end != Some(End::Eof) || log.notices != notice || !log.bad.is_empty() {
+            signal_problems.push(format!(
+                "port {port}: end {:?}, notices {:?}, bad {:?}",
+                log.end, log.notices, log.bad
+            ));
+        }
+    }
+    let status = server.wait_exit(Duration::from_secs(10));
+    let exit_after = exit
+        .join()
+        .unwrap()
+        .map_or(Duration::MAX, |at| at.duration_since(signalled));
+
+    // The summary.
+    let audit = audit(&ledger);
+    let mut problems = audit.problems;
+    problems.extend(chaos.problems.into_inner().unwrap());
+    problems.extend(chaos.slowloris_bad.into_inner().unwrap());
+    problems.extend(signal_problems);
+    let mut kinds: HashMap<Kind, u64> = HashMap::new();
+    for record in ledger.records.values() {
+        *kinds.entry(record.kind).or_default() += 1;
+    }
+    let kind = |k| kinds.get(&k).copied().unwrap_or(0);
+    let count = |n: &AtomicU64| n.load(Ordering::SeqCst);
+    let sessions = ledger.records.len() as u64;
+    let faults = kind(Kind::SlowReader)
+        + kind(Kind::HalfCloser)
+        + kind(Kind::Resetter)
+        + kind(Kind::Garbage)
+        + count(&chaos.slowloris)
+        + count(&chaos.portal_garbage)
+        + count(&chaos.worker_garbage)
+        + count(&chaos.floods)
+        + count(&chaos.slow_consumers)
+        + 1;
+    let status_text = status.map_or("still running".to_string(), |s| s.to_string());
+    let quarters: Vec<String> = quarters
+        .iter()
+        .map(|q| q.map_or("-".into(), |kib| kib.to_string()))
+        .collect();
+    let rows = [
+        (
+            "duration",
+            format!("{secs} s of churn, {churn:.1?} with the last sessions"),
+        ),
+        (
+            "sessions",
+            format!(
+                "{sessions}: chatter {}, streamer {}, slow reader {}, half-close {}, \
+                 reset {}, garbage {}, port given back at once {}",
+                kind(Kind::Chatter),
+                kind(Kind::Streamer),
+                kind(Kind::SlowReader),
+                kind(Kind::HalfCloser),
+                kind(Kind::Resetter),
+                kind(Kind::Garbage),
+                kind(Kind::GiveBack),
+            ),
+        ),
+        (
+            "portal",
+            format!(
+                "{} \"full\" answers, {} handshakes refused after a lapse",
+                ledger.full_answers, ledger.refused_joins
+            ),
+        ),
+        (
+            "lines",
+            format!(
+                "{} sent: {} received, {} \"not delivered\" (no partner), {} gone with a reset",
+                audit.sent, audit.received, audit.not_delivered, audit.with_resets
+            ),
+        ),
+        (
+            "lines lost or misrouted",
+            format!("{} (problems found: {})", audit.lost, problems.len()),
+        ),
+        (
+            "faults injected",
+            format!(
+                "{faults}: slow readers {}, half-closes {}, resets {} ({} with unread input), \
+                 garbage sessions {}, slow consumers held back {} ({} skipped: no free \
+                 pair), slowloris {}, portal garbage {}, pre-handshake garbage {}, \
+                 descriptor floods {} ({} ms out of descriptors), SIGTERM under load 1",
+                kind(Kind::SlowReader),
+                kind(Kind::HalfCloser),
+                kind(Kind::Resetter),
+                count(&chaos.resets),
+                kind(Kind::Garbage),
+                count(&chaos.slow_consumers),
+                count(&chaos.slow_consumer_skipped),
+                count(&chaos.slowloris),
+                count(&chaos.portal_garbage),
+                count(&chaos.worker_garbage),
+                count(&chaos.floods),
+                count(&chaos.flood_held_ms),
+            ),
+        ),
+        ("peak RSS", format!("{peak_rss} KiB")),
+        ("peak fds", format!("{peak_fds} (limit {FD_LIMIT})")),
+        (
+            "RSS start → end",
+            format!(
+                "{start_rss} KiB → {end_rss} KiB (at each quarter: {} KiB)",
+                quarters.join(", ")
+            ),
+        ),
+        ("fds start → end", format!("{start_fds} → {end_fds}")),
+        (
+            "server CPU",
+            format!(
+                "{:.1} s",
+                cpu_ticks as f64 / common::ticks_per_second() as f64
+            ),
+        ),
+        (
+            "all ports free at the end",
+            format!("{}", ports_free.is_ok()),
+        ),
+        (
+            "SIGTERM under load",
+            format!("{status_text}, {exit_after:.2?} after the signal"),
+        ),
+    ];
+    println!("\n| soak | |\n|---|---|");
+    for (name, value) in &rows {
+        println!("| {name} | {value} |");
+    }
+    for problem in problems.iter().take(60) {
+        println!("problem: {problem}");
+    }
+
+    ports_free.unwrap();
+    assert!(
+        fds_back,
+        "descriptors: {start_fds} at the start, {end_fds} at the end"
+    );
+    assert!(
+        end_rss <= start_rss + RSS_ALLOWANCE_KIB,
+        "memory: {start_rss} KiB at the start, {end_rss} KiB at the end"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problems, the first: {}",
+        problems.len(),
+        problems[0]
+    );
+    assert_eq!(audit.lost, 0);
+    assert!(status.is_some_and(|s| s.success()), "exit: {status_text}");
+    assert!(
+        exit_after <= Duration::from_millis(3500),
+        "exit took {exit_after:?}"
+    );
+}
