@@ -55,7 +55,7 @@ const OPEN_LOOP_THRESHOLD_NS: f64 = 1e6;
 /// How much of each workload to run.
 struct Plan {
     quick: bool,
-    /// Rounds of the ping-pong and streaming workloads.
+    /// Rounds of the ping-pong and session-setup workloads.
     rounds: usize,
     /// Untimed round trips before each timed batch.
     ping_warmup: usize,
@@ -67,6 +67,8 @@ struct Plan {
     open_loop_rounds: usize,
     /// Sending time per system, rate and round.
     open_loop_step: Duration,
+    /// Rounds of the streaming workload.
+    stream_rounds: usize,
     /// Streaming time before the measured window.
     stream_warmup: Duration,
     /// The measured streaming window.
@@ -90,9 +92,10 @@ impl Plan {
             rounds: 5,
             ping_warmup: 1_000,
             ping_samples: 20_000,
-            open_loop_rates: &[1e3, 2e3, 5e3, 10e3, 20e3, 50e3, 100e3, 200e3, 500e3],
+            open_loop_rates: &[1e3, 2e3, 5e3, 10e3, 20e3, 50e3, 100e3, 200e3, 400e3],
             open_loop_rounds: 3,
-            open_loop_step: Duration::from_millis(500),
+            open_loop_step: Duration::from_secs(1),
+            stream_rounds: 3,
             stream_warmup: Duration::from_millis(300),
             stream_window: Duration::from_millis(1500),
             setup_concurrency: &[1, 4],
@@ -112,6 +115,7 @@ impl Plan {
             open_loop_rates: &[1e3, 10e3, 100e3],
             open_loop_rounds: 1,
             open_loop_step: Duration::from_millis(200),
+            stream_rounds: 1,
             stream_warmup: Duration::from_millis(100),
             stream_window: Duration::from_millis(300),
             setup_concurrency: &[1, 4],
@@ -412,11 +416,11 @@ fn run_streaming(
     };
     // [one pair, all pairs] for each system.
     let mut runs = vec![[first.clone(), first]; n];
-    for round in 0..plan.rounds {
+    for round in 0..plan.stream_rounds {
         progress(&format!(
             "streaming, round {} of {}",
             round + 1,
-            plan.rounds
+            plan.stream_rounds
         ));
         for i in round_order(round, n) {
             for (variant, pair_count) in [1, PAIRS].into_iter().enumerate() {
@@ -469,7 +473,7 @@ fn run_streaming(
         streaming::LINE_LEN,
         plan.stream_window.as_millis(),
         plan.stream_warmup.as_millis(),
-        plan.rounds,
+        plan.stream_rounds,
         2 * PAIRS
     ));
     tables.push(table);
