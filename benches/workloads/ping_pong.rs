@@ -26,11 +26,12 @@ pub fn run(
         let result = (0..rounds).try_for_each(|round| {
             let sent = Instant::now();
             a.write_all(&line)?;
-            let answer_len = a.read_line()?.len();
+            let answer = a.read_line()?;
             let rtt = sent.elapsed();
-            if answer_len != line.len() {
+            if answer.len() != line.len() {
+                let shown = String::from_utf8_lossy(&answer[..answer.len().min(80)]);
                 return Err(invalid(format!(
-                    "sent {} bytes, got back {answer_len}",
+                    "sent a {}-byte line, got back {shown:?}",
                     line.len()
                 )));
             }
