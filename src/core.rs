@@ -114,10 +114,14 @@ enum Phase {
     /// Connected to a worker port; its first line must be the passcode.
     AwaitingCode { worker: usize, deadline: Instant },
     /// Holds `worker` after a good handshake.
+    ///
+    /// While `held`, the event loop is holding its lines back for a partner
+    /// that is not reading: it is sending, not idle, though no line reaches us.
     Chatting {
         worker: usize,
         last_line: Instant,
         started: Instant,
+        held: bool,
     },
 }
 
@@ -215,17 +219,10 @@ impl<R: Rng + CryptoRng> Core<R> {
                 self.handshake(conn, worker, line, now);
                 None
             }
-            Phase::Chatting {
-                worker, started, ..
-            } => {
-                self.set_phase(
-                    conn,
-                    Some(Phase::Chatting {
-                        worker,
-                        last_line: now,
-                        started,
-                    }),
-                );
+            Phase::Chatting { worker, .. } => {
+                if let Some(Phase::Chatting { last_line, .. }) = self.phase_mut(conn) {
+                    *last_line = now;
+                }
                 let port = self.ports[worker];
                 if line == TERMINATE {
                     log::debug!("port {port}: client terminated");
@@ -251,6 +248,23 @@ impl<R: Rng + CryptoRng> Core<R> {
                 }
                 partner
             }
+        }
+    }
+
+    /// The event loop stopped (`held == true`) or resumed reading `conn`
+    /// because its partner's queue was full. A held client is sending, not
+    /// idle, so its idle clock stops, and restarts from `now` on release.
+    pub fn handle_held_back(&mut self, conn: ConnId, held: bool, now: Instant) {
+        if let Some(Phase::Chatting {
+            last_line,
+            held: was_held,
+            ..
+        }) = self.phase_mut(conn)
+        {
+            if *was_held && !held {
+                *last_line = now;
+            }
+            *was_held = held;
         }
     }
 
@@ -302,9 +316,12 @@ impl<R: Rng + CryptoRng> Core<R> {
                     self.close(conn);
                 }
                 Some(Phase::Chatting {
-                    last_line, started, ..
+                    last_line,
+                    started,
+                    held,
+                    ..
                 }) => {
-                    if now >= last_line + self.timeouts.idle {
+                    if !held && now >= last_line + self.timeouts.idle {
                         self.end_session(conn, Some("SERVER>>> TIMEOUT".to_string()));
                     } else if self
                         .timeouts
@@ -372,6 +389,7 @@ impl<R: Rng + CryptoRng> Core<R> {
                 worker,
                 last_line: now,
                 started: now,
+                held: false,
             }),
         );
         log::debug!("port {port}: handshake accepted");
@@ -439,6 +457,10 @@ impl<R: Rng + CryptoRng> Core<R> {
 
     fn phase(&self, conn: ConnId) -> Option<Phase> {
         self.conns.get(conn.0).copied().flatten()
+    }
+
+    fn phase_mut(&mut self, conn: ConnId) -> Option<&mut Phase> {
+        self.conns.get_mut(conn.0)?.as_mut()
     }
 
     fn set_phase(&mut self, conn: ConnId, phase: Option<Phase>) {
@@ -753,6 +775,23 @@ mod tests {
         h.core.handle_tick(h.at(90));
         assert!(h.actions().contains(&send(b, "SERVER>>> TIMEOUT")));
         assert_eq!(h.core.free_ports(), vec![50004, 50003, 50001, 50002]);
+    }
+
+    #[test]
+    fn a_held_back_sender_is_not_idle() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        h.core.handle_held_back(a, true, h.at(10));
+        h.core.handle_tick(h.at(100));
+        assert!(h.actions().is_empty(), "held from 10 s to 100 s");
+        h.core.handle_held_back(a, false, h.at(100));
+        h.core.handle_tick(h.at(159));
+        assert!(
+            h.actions().is_empty(),
+            "the idle clock restarted at the release"
+        );
+        h.core.handle_tick(h.at(160));
+        assert!(h.actions().contains(&send(a, "SERVER>>> TIMEOUT")));
     }
 
     #[test]

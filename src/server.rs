@@ -86,8 +86,10 @@ struct Connection {
     state: State,
     input: LineBuffer,
     output: OutputBuffer,
-    /// Reading stopped because the partner's output queue is full.
-    read_paused: bool,
+    /// Reading stopped (backpressure) until the output queue of this
+    /// connection key drains: the partner's, or its own (see
+    /// `handle_buffered_lines`).
+    paused_on: Option<usize>,
     /// `WRITABLE` is registered: only while output is queued, or every
     /// event would wake us for a socket with nothing to write.
     write_interest: bool,
@@ -301,7 +303,7 @@ impl Server {
             state: State::Open,
             input: LineBuffer::new(),
             output: OutputBuffer::new(),
-            read_paused: false,
+            paused_on: None,
             write_interest: false,
             flush_scheduled: false,
         });
@@ -384,17 +386,20 @@ impl Server {
     }
 
     /// Handles every complete line already buffered. Returns whether reading
-    /// may go on (the connection is open and not paused).
+    /// may go on (the connection is open and not paused). Only
+    /// `resume_if_ready` ends a pause.
     fn handle_buffered_lines(&mut self, key: usize) -> bool {
         let id = ConnId(key);
         loop {
             let conn = &self.conns[key];
-            if !matches!(conn.state, State::Open) {
+            if !matches!(conn.state, State::Open) || conn.paused_on.is_some() {
                 return false;
             }
-            // Backpressure: never queue more for a partner that is not reading.
-            // The lines wait in our input buffer, and the socket's buffers
-            // fill up behind them, which slows the sender down in TCP itself.
+            // Backpressure: never queue more chat for a partner that is not
+            // reading. The lines wait in our input buffer, and the socket's
+            // buffers fill up behind them, which slows the sender down in
+            // TCP itself. The held sender is sending, not idle: the core
+            // stops its idle clock.
             if let Some(partner) = self.core.partner(id)
                 && self.conns[partner.0].output.is_full()
             {
@@ -402,13 +407,28 @@ impl Server {
                     "connection {key}: paused, partner {} has a full queue",
                     partner.0
                 );
-                self.conns[key].read_paused = true;
+                self.conns[key].paused_on = Some(partner.0);
+                self.core.handle_held_back(id, true, self.now);
                 return false;
             }
             let max = self.core.max_line(id, self.max_line);
             match self.conns[key].input.next_line(max) {
                 Ok(None) => return true,
-                Ok(Some(line)) => self.deliver_line(key, line),
+                Ok(Some(line)) => {
+                    let queued_before = self.conns[key].output.len();
+                    self.deliver_line(key, line);
+                    // A line can earn its sender a notice ("not delivered",
+                    // "refused"), queued for the sender itself. A client that
+                    // does not read those is held back on its own queue, so
+                    // its notices cannot pile up without bound. Its idle
+                    // clock runs on: it is its own doing.
+                    let own = &self.conns[key].output;
+                    if own.len() > queued_before && own.is_full() {
+                        trace!("connection {key}: paused, its own queue is full");
+                        self.conns[key].paused_on = Some(key);
+                        return false;
+                    }
+                }
                 Err(LineTooLong) => {
                     debug!("connection {key}: line too long");
                     self.core.handle_line_too_long(id, self.max_line);
@@ -505,8 +525,12 @@ impl Server {
             peer_done: false,
         };
         conn.input = LineBuffer::new();
-        conn.read_paused = false;
+        conn.paused_on = None;
         self.schedule_flush(key);
+        // The client may have closed already (a TERMINATE line followed by
+        // its FIN, say), and that end of stream has been announced; read
+        // now, or we would wait out the linger and close with a reset.
+        self.discard_input(key);
     }
 
     fn schedule_flush(&mut self, key: usize) {
@@ -591,24 +615,21 @@ impl Server {
         self.resume_if_ready(key);
     }
 
-    /// Resumes a paused sender once its partner's queue has room again, or
-    /// once it has no partner to wait for.
+    /// Resumes a paused sender once the queue it waits on has room again,
+    /// or once that queue is a partner's and the partner has left.
     fn resume_if_ready(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else {
+        let Some(paused_on) = self.conns.get(key).and_then(|c| c.paused_on) else {
             return;
         };
-        if !conn.read_paused {
-            return;
-        }
-        let blocked = self
-            .core
-            .partner(ConnId(key))
-            .is_some_and(|partner| !self.conns[partner.0].output.has_room());
-        if blocked {
+        let still_waiting = (paused_on == key
+            || self.core.partner(ConnId(key)) == Some(ConnId(paused_on)))
+            && !self.conns[paused_on].output.has_room();
+        if still_waiting {
             return;
         }
         trace!("connection {key}: resumed");
-        self.conns[key].read_paused = false;
+        self.conns[key].paused_on = None;
+        self.core.handle_held_back(ConnId(key), false, self.now);
         // Edge-triggered: bytes that arrived while we were paused were
         // announced already, so read now, to the end, rather than wait for
         // an event that may never come.
