@@ -1,6 +1,6 @@
 //! Footprint: what a server costs while it does nothing, empty and with many
 //! idle clients connected. Readings come from `/proc/PID/…`: resident memory
-//! (`VmRSS`), CPU time (`utime + stime`, in clock ticks of 10 ms) and
+//! (`VmRSS`, and its private part from `smaps_rollup`), CPU time (`utime + stime`, in clock ticks of 10 ms) and
 //! wake-ups (voluntary context switches, summed over the process's threads;
 //! a single-threaded event loop wakes once per wait that ends).
 //!
@@ -24,6 +24,7 @@ pub const TICK_MS: u64 = 10;
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     rss_kib: u64,
+    private_kib: u64,
     cpu_ticks: u64,
     wakeups: u64,
     threads: u64,
@@ -34,6 +35,10 @@ struct Reading {
 pub struct Window {
     /// Resident memory at the end of the window.
     pub rss_kib: u64,
+    /// The part of it that is the process's own: resident pages no other
+    /// process shares (`Private_Clean + Private_Dirty`). The rest is mostly
+    /// the C library's code, shared with every process that uses it.
+    pub private_kib: u64,
     /// CPU ticks (10 ms) used during the window.
     pub cpu_ticks: u64,
     /// Wake-ups during the window.
@@ -139,6 +144,7 @@ fn measure_window(pids: &[u32], window: Duration) -> io::Result<Vec<Window>> {
             let after = read(pid)?;
             Ok(Window {
                 rss_kib: after.rss_kib,
+                private_kib: after.private_kib,
                 cpu_ticks: after.cpu_ticks - before.cpu_ticks,
                 wakeups: after.wakeups - before.wakeups,
                 threads: after.threads,
@@ -152,6 +158,9 @@ fn read(pid: u32) -> io::Result<Reading> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = status_field(&status, "VmRSS:")?;
     let threads = status_field(&status, "Threads:")?;
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let private_kib =
+        status_field(&rollup, "Private_Clean:")? + status_field(&rollup, "Private_Dirty:")?;
     let cpu_ticks = cpu_ticks(pid)?;
     let mut wakeups = 0;
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -162,6 +171,7 @@ fn read(pid: u32) -> io::Result<Reading> {
     }
     Ok(Reading {
         rss_kib,
+        private_kib,
         cpu_ticks,
         wakeups,
         threads,
@@ -185,7 +195,7 @@ pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
     Ok(field(11)? + field(12)?)
 }
 
-/// The number after `name` in a `/proc/…/status` text.
+/// The number after `name` in a `/proc/…/status` (or `smaps_rollup`) text.
 fn status_field(status: &str, name: &str) -> io::Result<u64> {
     status
         .lines()
