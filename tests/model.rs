@@ -24,6 +24,8 @@
 //! failure-persistence files. `PROPTEST_RNG_SEED=<u64>` and
 //! `PROPTEST_CASES=<n>` explore further.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -33,7 +35,7 @@ use portal_chat::core::{
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -1090,20 +1092,7 @@ fn run_scenario(s: &Scenario, stats: &mut Stats) -> Result<(), TestCaseError> {
 }
 
 fn config() -> Config {
-    let defaults = Config::default();
-    Config {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            defaults.cases
-        } else {
-            CASES
-        },
-        rng_seed: match defaults.rng_seed {
-            RngSeed::Random => RngSeed::Fixed(SEED),
-            seed => seed,
-        },
-        failure_persistence: None,
-        ..defaults
-    }
+    common::repeatable_proptest_config(CASES, SEED)
 }
 
 #[test]

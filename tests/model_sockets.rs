@@ -28,7 +28,7 @@ use std::time::Duration;
 use common::TestServer;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 const CASES: u32 = 16;
 const MAX_OPS: usize = 40;
@@ -449,21 +449,10 @@ impl Run<'_> {
 }
 
 fn config() -> Config {
-    let defaults = Config::default();
     Config {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            defaults.cases
-        } else {
-            CASES
-        },
-        rng_seed: match defaults.rng_seed {
-            RngSeed::Random => RngSeed::Fixed(SEED),
-            seed => seed,
-        },
-        failure_persistence: None,
         // Each shrinking step starts a server; keep a failing run short.
         max_shrink_iters: 200,
-        ..defaults
+        ..common::repeatable_proptest_config(CASES, SEED)
     }
 }
 

@@ -907,3 +907,24 @@ pub fn watch_exit(pid: u32, limit: Duration) -> JoinHandle<Option<Instant>> {
         }
     })
 }
+
+/// A proptest configuration that tests the same cases on every run: a fixed
+/// seed and case count (`PROPTEST_RNG_SEED` and `PROPTEST_CASES` still
+/// override them) and no failure-persistence files.
+pub fn repeatable_proptest_config(cases: u32, seed: u64) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let defaults = Config::default();
+    Config {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+            defaults.cases
+        } else {
+            cases
+        },
+        rng_seed: match defaults.rng_seed {
+            RngSeed::Random => RngSeed::Fixed(seed),
+            seed => seed,
+        },
+        failure_persistence: None,
+        ..defaults
+    }
+}
