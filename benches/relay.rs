@@ -186,7 +186,7 @@ struct Results {
 
 fn run(plan: &Plan) -> io::Result<()> {
     let started = Instant::now();
-    let load_before = load_average();
+    let cpu_before = CpuUse::now()?;
     progress(&format!(
         "{} run; systems: {}",
         if plan.quick { "quick" } else { "full" },
@@ -222,14 +222,18 @@ fn run(plan: &Plan) -> io::Result<()> {
     tables.push(ratio_table(&results));
     tables.push(target_table(&results, plan));
 
+    let cpu = CpuUse::now()?.since(&cpu_before);
     let header = format!(
-        "Machine: {}. Load average (1 min) {:.2} at the start, {:.2} at the end; \
-         {:.0} s in all. Run: `cargo bench --bench relay{}`.",
+        "Machine: {}. Run: `cargo bench --bench relay{}`, {:.0} s. During the run the bench \
+         and its servers used {:.0} % of the machine's CPU time, other processes {:.0} %, \
+         and the hypervisor took {:.1} % (steal): the more the others took, the noisier the \
+         numbers.",
         machine_description(),
-        load_before,
-        load_average(),
+        if plan.quick { " -- --quick" } else { "" },
         started.elapsed().as_secs_f64(),
-        if plan.quick { " -- --quick" } else { "" }
+        cpu.percent(cpu.own),
+        cpu.percent(cpu.others),
+        cpu.percent(cpu.steal),
     );
     write_outputs(&header, &tables, &results)
 }
@@ -869,12 +873,68 @@ fn machine_description() -> String {
     format!("{model}, {cores} cores, Linux {}", kernel.trim())
 }
 
-/// The one-minute load average, a rough measure of how noisy the machine is.
-fn load_average() -> f64 {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
+/// CPU time on the whole machine, split by who used it, in clock ticks:
+/// how noisy a run was.
+struct CpuUse {
+    /// All CPU time that passed, over all cores.
+    total: u64,
+    /// Used by this bench and the servers it started (once they are reaped).
+    own: u64,
+    /// Used by every other process.
+    others: u64,
+    /// Taken by the hypervisor for other virtual machines.
+    steal: u64,
+}
+
+impl CpuUse {
+    /// The counters since boot, from `/proc/stat` and `/proc/self/stat`.
+    fn now() -> io::Result<CpuUse> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/stat");
+        let stat = fs::read_to_string("/proc/stat")?;
+        // cpu  user nice system idle iowait irq softirq steal guest guest_nice
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("cpu "))
+            .ok_or_else(bad)?
+            .split_whitespace()
+            .take(8)
+            .map(|n| n.parse().map_err(|_| bad()))
+            .collect::<io::Result<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+            return Err(bad());
+        };
+        // utime, stime, cutime, cstime: fields 14 to 17 of /proc/self/stat.
+        let own_stat = fs::read_to_string("/proc/self/stat")?;
+        let own: u64 = own_stat[own_stat.rfind(')').ok_or_else(bad)? + 1..]
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum();
+        let busy = user + nice + system + irq + softirq;
+        Ok(CpuUse {
+            total: busy + idle + iowait + steal,
+            own,
+            others: busy.saturating_sub(own),
+            steal,
+        })
+    }
+
+    /// The use between `before` and this reading.
+    fn since(&self, before: &CpuUse) -> CpuUse {
+        CpuUse {
+            total: self.total - before.total,
+            own: self.own - before.own,
+            others: self.others.saturating_sub(before.others),
+            steal: self.steal - before.steal,
+        }
+    }
+
+    /// `ticks` as a percentage of all the CPU time that passed.
+    fn percent(&self, ticks: u64) -> f64 {
+        100.0 * ticks as f64 / self.total.max(1) as f64
+    }
 }
 
 /// Prefixes an error with the system and the step that failed.
