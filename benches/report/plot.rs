@@ -33,7 +33,7 @@ pub struct Panel<'a> {
 const PANEL_WIDTH: f64 = 520.0;
 const PANEL_HEIGHT: f64 = 380.0;
 const MARGIN_LEFT: f64 = 70.0;
-const MARGIN_RIGHT: f64 = 20.0;
+const MARGIN_RIGHT: f64 = 36.0;
 const MARGIN_TOP: f64 = 60.0;
 const MARGIN_BOTTOM: f64 = 50.0;
 const LEGEND_HEIGHT: f64 = 40.0;
