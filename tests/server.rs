@@ -173,6 +173,14 @@ fn relay(from: &mut Session, to: &mut Session, line: &str) {
     assert_eq!(next(to), chat(line));
 }
 
+/// `session`, on port `own`, is told that its partner on `partner` joined.
+fn expect_partner_joined(session: &mut Session, own: u16, partner: u16) {
+    assert_eq!(
+        next(session),
+        notice(format!("SERVER{own}>>> Partner {partner} connected"))
+    );
+}
+
 fn expect_closed(session: &mut Session) {
     assert_eq!(session.next_message().expect("read from server"), None);
 }
@@ -324,10 +332,7 @@ fn unused_reservation_lapses_and_its_code_dies() {
     assert_refused(&server, w1, format!("{}\n", lapsing.code).as_bytes());
     let newcomer = handshake(&server, &reissued);
     assert!(newcomer.partner_present);
-    assert_eq!(
-        next(&mut holder),
-        notice(format!("SERVER{w2}>>> Partner {w1} connected"))
-    );
+    expect_partner_joined(&mut holder, w2, w1);
 }
 
 #[test]
@@ -481,10 +486,7 @@ fn free_occupied_and_reserved_ports_answer_like_a_wrong_code() {
     // None of it disturbed the occupant or the reservation.
     let claimer = handshake(&server, &reserved);
     assert!(claimer.partner_present);
-    assert_eq!(
-        next(&mut occupant),
-        notice(format!("SERVER{w1}>>> Partner {w2} connected"))
-    );
+    expect_partner_joined(&mut occupant, w1, w2);
 }
 
 #[test]
@@ -552,10 +554,7 @@ fn idle_client_times_out_even_while_receiving() {
     let mut quiet = join(&server);
     let busy = join(&server);
     assert_eq!((quiet.port, busy.port), (w1, w2));
-    assert_eq!(
-        next(&mut quiet),
-        notice(format!("SERVER{w1}>>> Partner {w2} connected"))
-    );
+    expect_partner_joined(&mut quiet, w1, w2);
     let (mut busy_reader, busy_writer) = busy.split();
     let (stop, sent, talker) = pinger(
         SessionWriterAdapter(busy_writer),
@@ -684,10 +683,7 @@ fn terminate_frees_the_port_and_the_partner_is_told() {
     let (w1, w2) = (worker(&server, 1), worker(&server, 2));
     let mut a = join(&server);
     let mut b = join(&server);
-    assert_eq!(
-        next(&mut a),
-        notice(format!("SERVER{w1}>>> Partner {w2} connected"))
-    );
+    expect_partner_joined(&mut a, w1, w2);
 
     let rest = a.terminate(IO_TIMEOUT).expect("terminate");
     assert_eq!(rest, vec![], "nothing after TERMINATE but the close");
@@ -700,10 +696,7 @@ fn terminate_frees_the_port_and_the_partner_is_told() {
     let mut c = join(&server);
     assert_eq!(c.port, w1);
     assert!(c.partner_present);
-    assert_eq!(
-        next(&mut b),
-        notice(format!("SERVER{w2}>>> Partner {w1} connected"))
-    );
+    expect_partner_joined(&mut b, w2, w1);
     b.send_line(b"welcome").unwrap();
     assert_eq!(next(&mut c), chat("welcome"));
 }
@@ -719,14 +712,8 @@ fn workers_pair_one_two_and_three_four_without_crosstalk() {
     assert_eq!([a.port, b.port, c.port, d.port], [w1, w2, w3, w4]);
     assert!(!a.partner_present && b.partner_present);
     assert!(!c.partner_present && d.partner_present);
-    assert_eq!(
-        next(&mut a),
-        notice(format!("SERVER{w1}>>> Partner {w2} connected"))
-    );
-    assert_eq!(
-        next(&mut c),
-        notice(format!("SERVER{w3}>>> Partner {w4} connected"))
-    );
+    expect_partner_joined(&mut a, w1, w2);
+    expect_partner_joined(&mut c, w3, w4);
 
     // One line at a time, each read before the next is sent: a line that
     // went astray would already be queued ahead of the markers below.
@@ -756,10 +743,7 @@ fn lines_beginning_with_server_are_refused() {
     let (w1, w2) = (worker(&server, 1), worker(&server, 2));
     let mut a = join(&server);
     let mut b = join(&server);
-    assert_eq!(
-        next(&mut a),
-        notice(format!("SERVER{w1}>>> Partner {w2} connected"))
-    );
+    expect_partner_joined(&mut a, w1, w2);
 
     let refused_a = notice(format!(
         "SERVER{w1}>>> Refused: chat lines may not begin with SERVER"
@@ -797,10 +781,7 @@ fn overlong_line_ends_the_session() {
     let (w1, w2) = (worker(&server, 1), worker(&server, 2));
     let mut a = join(&server);
     let mut b = join(&server);
-    assert_eq!(
-        next(&mut a),
-        notice(format!("SERVER{w1}>>> Partner {w2} connected"))
-    );
+    expect_partner_joined(&mut a, w1, w2);
 
     // Exactly at the limit, with "\n" and with "\r\n": delivered.
     let at_limit = "a".repeat(64);
@@ -830,10 +811,7 @@ fn overlong_line_ends_the_session() {
     assert_eq!(again.port, w1);
     let mut c = raw_handshake(&server, &again, prefixed(&again).as_bytes());
     c.expect(&format!("SERVER{w1}>>> Partner {w2} connected"));
-    assert_eq!(
-        next(&mut b),
-        notice(format!("SERVER{w2}>>> Partner {w1} connected"))
-    );
+    expect_partner_joined(&mut b, w2, w1);
     c.send("d".repeat(10_000).as_bytes());
     assert_eq!(
         c.rest(),
@@ -1125,10 +1103,7 @@ fn a_reset_mid_session_frees_the_port_and_the_partner_is_told() {
     assert_eq!(again.port, w1, "the reset client's port is free again");
     let mut c = handshake(&server, &again);
     assert!(c.partner_present);
-    assert_eq!(
-        next(&mut b),
-        notice(format!("SERVER{w2}>>> Partner {w1} connected"))
-    );
+    expect_partner_joined(&mut b, w2, w1);
     b.send_line(b"hello again").unwrap();
     assert_eq!(next(&mut c), chat("hello again"));
 }
@@ -1141,10 +1116,7 @@ fn sigterm_tells_every_client_and_exits_zero() {
     let mut b = join(&server);
     let mut c = join(&server);
     assert_eq!([a.port, b.port, c.port], [w1, w2, w3]);
-    assert_eq!(
-        next(&mut a),
-        notice(format!("SERVER{w1}>>> Partner {w2} connected"))
-    );
+    expect_partner_joined(&mut a, w1, w2);
     // Connected but not yet through the handshake.
     let mut d = Conn::connect(worker_addr(&server, w4));
 
