@@ -142,7 +142,12 @@ impl Server {
         for index in 0..=config.workers {
             let port = match config.port {
                 0 => 0,
-                base => base + index as u16,
+                base => u16::try_from(index)
+                    .ok()
+                    .and_then(|index| base.checked_add(index))
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::InvalidInput, "worker ports above 65535")
+                    })?,
             };
             let addr = SocketAddr::new(config.bind, port);
             let mut socket = TcpListener::bind(addr)
