@@ -427,8 +427,9 @@ impl Server {
                     // does not read those is held back on its own queue, so
                     // its notices cannot pile up without bound. Its idle
                     // clock runs on: it is its own doing.
-                    let own = &self.conns[key].output;
-                    if own.len() > queued_before && own.is_full() {
+                    let conn = &self.conns[key];
+                    let earned_notice = conn.output.len() > queued_before;
+                    if matches!(conn.state, State::Open) && earned_notice && conn.output.is_full() {
                         trace!("connection {key}: paused, its own queue is full");
                         self.conns[key].paused_on = Some(key);
                         return false;
