@@ -16,6 +16,15 @@ use std::time::{Duration, Instant};
 use rand::distr::{Alphanumeric, SampleString};
 use rand::{CryptoRng, Rng};
 
+/// Whether a line from a chatting client is plain chat: neither the
+/// terminate command nor a line posing as the server. With a partner
+/// present, [`Core::handle_line`] forwards such a line unchanged and only
+/// notes the activity, so the event loop may forward a whole run of them at
+/// once and report it with [`Core::handle_forwarded_run`].
+pub fn is_plain_chat(line: &[u8]) -> bool {
+    line != TERMINATE && !line.starts_with(SERVER_PREFIX)
+}
+
 /// Identifies one client connection. The event loop uses its slab key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub usize);
@@ -248,6 +257,16 @@ impl<R: Rng + CryptoRng> Core<R> {
                 }
                 partner
             }
+        }
+    }
+
+    /// `conn`, chatting with a partner, sent a run of lines that
+    /// [`is_plain_chat`] accepts, and the event loop
+    /// forwarded them to the partner: the same as
+    /// [`handle_line`](Self::handle_line) for each of them, in one call.
+    pub fn handle_forwarded_run(&mut self, conn: ConnId, now: Instant) {
+        if let Some(Phase::Chatting { last_line, .. }) = self.phase_mut(conn) {
+            *last_line = now;
         }
     }
 
@@ -775,6 +794,42 @@ mod tests {
         h.core.handle_tick(h.at(90));
         assert!(h.actions().contains(&send(b, "SERVER>>> TIMEOUT")));
         assert_eq!(h.core.free_ports(), vec![50004, 50003, 50001, 50002]);
+    }
+
+    #[test]
+    fn plain_chat_is_exactly_what_handle_line_forwards_and_nothing_more() {
+        let cases = [
+            "hello",
+            "",
+            " SERVER>>> x",
+            "SERVE",
+            "SERVER",
+            "SERVER50001>>> Partner 50002 left",
+            "CLIENT>>> TERMINATE",
+            "CLIENT>>> TERMINATE ",
+            "client>>> terminate",
+        ];
+        for line in cases {
+            let mut h = Harness::new(timeouts());
+            let (_, a) = h.join(0);
+            let (_, b) = h.join(0);
+            h.actions();
+            let forwarded_alone = h.line(a, line, 1) == Some(b) && h.actions().is_empty();
+            assert_eq!(is_plain_chat(line.as_bytes()), forwarded_alone, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_forwarded_run_counts_as_activity() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        let (_, b) = h.join(0);
+        h.line(b, "still here", 30);
+        h.core.handle_forwarded_run(a, h.at(30));
+        h.core.handle_tick(h.at(89));
+        assert!(h.actions().is_empty(), "both spoke at 30 s");
+        h.core.handle_tick(h.at(90));
+        assert!(h.actions().contains(&send(a, "SERVER>>> TIMEOUT")));
     }
 
     #[test]

@@ -82,6 +82,40 @@ impl LineBuffer {
         }
     }
 
+    /// Consumes a run of complete lines that can be passed on byte for byte,
+    /// and returns its range, newlines included; `None` if the next line
+    /// does not qualify or is not complete.
+    ///
+    /// A line qualifies if it ends in a bare `\n` (a `\r` before it would
+    /// have to be dropped), is at most `max_len` bytes long and `accept`s
+    /// it. The run ends before the first line that does not qualify, which
+    /// [`next_line`](Self::next_line) then handles, or as soon as it holds
+    /// `budget` bytes or more.
+    pub fn take_run(
+        &mut self,
+        max_len: usize,
+        budget: usize,
+        mut accept: impl FnMut(&[u8]) -> bool,
+    ) -> Option<Range<usize>> {
+        let begin = self.start;
+        let mut end = begin;
+        while end - begin < budget {
+            let Some(newline) = find_newline(&self.bytes[end..]) else {
+                break;
+            };
+            let line = &self.bytes[end..end + newline];
+            if line.len() > max_len || line.last() == Some(&b'\r') || !accept(line) {
+                break;
+            }
+            end += newline + 1;
+        }
+        if end == begin {
+            return None;
+        }
+        self.start = end;
+        Some(begin..end)
+    }
+
     /// Takes whatever is left as a final, unterminated line (used when the
     /// client has closed its side: its last words are delivered, not lost).
     pub fn take_rest(&mut self) -> Option<Range<usize>> {
@@ -204,6 +238,54 @@ mod tests {
         assert_eq!(buf.next_line(4), Ok(None), "may still end in \\r\\n");
         buf.extend(b"x");
         assert_eq!(buf.next_line(4), Err(LineTooLong));
+    }
+
+    #[test]
+    fn run_stops_before_the_first_line_that_does_not_qualify() {
+        let mut buf = LineBuffer::new();
+        buf.extend(b"a\nbb\nskip\ncc\n");
+        let run = buf
+            .take_run(10, usize::MAX, |line| line != b"skip")
+            .unwrap();
+        assert_eq!(buf.get(run), b"a\nbb\n");
+        assert_eq!(buf.take_run(10, usize::MAX, |line| line != b"skip"), None);
+        assert_eq!(lines(&mut buf, 10), vec![b"skip".to_vec(), b"cc".to_vec()]);
+    }
+
+    /// A run of any lines, as bytes.
+    fn run_of_any(buf: &mut LineBuffer, max: usize, budget: usize) -> Option<Vec<u8>> {
+        let run = buf.take_run(max, budget, |_| true)?;
+        Some(buf.get(run).to_vec())
+    }
+
+    #[test]
+    fn run_stops_at_a_line_ending_in_crlf() {
+        let mut buf = LineBuffer::new();
+        buf.extend(b"ok\ncr\r\nok\n");
+        assert_eq!(run_of_any(&mut buf, 4, usize::MAX), Some(b"ok\n".to_vec()));
+        assert_eq!(run_of_any(&mut buf, 4, usize::MAX), None, "its \\r must go");
+        assert_eq!(lines(&mut buf, 4), vec![b"cr".to_vec(), b"ok".to_vec()]);
+    }
+
+    #[test]
+    fn run_stops_at_a_line_over_the_limit_and_at_an_incomplete_one() {
+        let mut buf = LineBuffer::new();
+        buf.extend(b"ok\ntoolong\nok\npart");
+        assert_eq!(run_of_any(&mut buf, 4, usize::MAX), Some(b"ok\n".to_vec()));
+        assert_eq!(run_of_any(&mut buf, 4, usize::MAX), None, "over the limit");
+        assert_eq!(buf.next_line(4), Err(LineTooLong));
+        buf.next_line(10).unwrap();
+        assert_eq!(run_of_any(&mut buf, 4, usize::MAX), Some(b"ok\n".to_vec()));
+        assert_eq!(run_of_any(&mut buf, 4, usize::MAX), None, "incomplete");
+        assert_eq!(buf.pending(), 4);
+    }
+
+    #[test]
+    fn run_ends_once_it_reaches_the_budget() {
+        let mut buf = LineBuffer::new();
+        buf.extend(b"aaa\nbbb\nccc\n");
+        assert_eq!(run_of_any(&mut buf, 10, 5), Some(b"aaa\nbbb\n".to_vec()));
+        assert_eq!(run_of_any(&mut buf, 10, 1), Some(b"ccc\n".to_vec()));
     }
 
     #[test]

@@ -39,6 +39,11 @@ impl OutputBuffer {
         self.bytes.push(b'\n');
     }
 
+    /// Queues bytes that are already complete lines, each ending in `\n`.
+    pub fn push_lines(&mut self, lines: &[u8]) {
+        self.bytes.extend_from_slice(lines);
+    }
+
     /// Bytes still waiting to be written.
     pub fn len(&self) -> usize {
         self.bytes.len() - self.written

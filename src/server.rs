@@ -26,9 +26,9 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::Config;
-use crate::core::{Action, ConnId, Core};
+use crate::core::{Action, ConnId, Core, is_plain_chat};
 use crate::framing::{LineBuffer, LineTooLong};
-use crate::output::OutputBuffer;
+use crate::output::{OUTPUT_HIGH_WATER, OutputBuffer};
 
 /// The token of the signal pipe.
 const SIGNALS: Token = Token(usize::MAX);
@@ -405,7 +405,8 @@ impl Server {
             // buffers fill up behind them, which slows the sender down in
             // TCP itself. The held sender is sending, not idle: the core
             // stops its idle clock.
-            if let Some(partner) = self.core.partner(id)
+            let partner = self.core.partner(id);
+            if let Some(partner) = partner
                 && self.conns[partner.0].output.is_full()
             {
                 trace!(
@@ -417,6 +418,25 @@ impl Server {
                 return false;
             }
             let max = self.core.max_line(id, self.max_line);
+            // The fast path: a streaming client sends a thousand lines per
+            // read, nearly all of them plain chat, which the core would
+            // only forward unchanged. Such a run goes to the partner in one
+            // copy and is reported to the core in one call. The run stops
+            // where the queue would pass its high-water mark, so
+            // backpressure works as it does line by line. Any other line
+            // goes the slow way below, through `handle_line`.
+            if let Some(partner) = partner {
+                // Not full (checked above), so there is room.
+                let room = OUTPUT_HIGH_WATER - self.conns[partner.0].output.len();
+                if let Some(run) = self.conns[key].input.take_run(max, room, is_plain_chat) {
+                    self.core.handle_forwarded_run(id, self.now);
+                    if let Some((from, to)) = self.conns.get2_mut(key, partner.0) {
+                        to.output.push_lines(from.input.get(run));
+                        self.schedule_flush(partner.0);
+                    }
+                    continue;
+                }
+            }
             match self.conns[key].input.next_line(max) {
                 Ok(None) => return true,
                 Ok(Some(line)) => {

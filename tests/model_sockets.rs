@@ -2,7 +2,8 @@
 //!
 //! Each case starts a `chat-server` (4 worker ports, 20 ms tick) and plays a
 //! short random sequence of joins, chat lines (alone or in bursts written at
-//! once), terminations, half-closes (with or without a last unterminated
+//! once, some ending in `\r\n`, some posing as the server, some followed by
+//! a termination in the same write), terminations, half-closes (with or without a last unterminated
 //! line), abrupt disconnects and stray wrong-passcode connections. A small
 //! model predicts every line each client must receive: the portal's port
 //! (the free stack is LIFO), handshake notices, chat lines, partner notices,
@@ -36,15 +37,20 @@ const SEED: u64 = 0x5eed_0005;
 const WORKERS: usize = 4;
 /// How long any expected line may take. Only a failing run waits this long.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const TERMINATE: &[u8] = b"CLIENT>>> TERMINATE\n";
 
 #[derive(Debug, Clone)]
 enum Op {
     Join,
-    /// `count` lines of about `len` bytes, written in one `write`.
+    /// Lines of about `len` bytes, written in one `write`, and then, in the
+    /// same write, the terminate line if `then_terminate`. Bursts are what
+    /// the server's run-at-a-time forwarding handles; the other shapes
+    /// must break a run in the right place.
     Lines {
         who: Index,
-        count: usize,
+        shapes: Vec<Shape>,
         len: usize,
+        then_terminate: bool,
     },
     Terminate {
         who: Index,
@@ -65,11 +71,36 @@ enum Op {
     },
 }
 
+/// How one line of a burst is written.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// Ends in `\n`: forwarded byte for byte.
+    Plain,
+    /// Ends in `\r\n`: forwarded without the `\r`.
+    Crlf,
+    /// Begins with `SERVER`: refused, and the sender is told.
+    Spoof,
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![6 => Just(Shape::Plain), 1 => Just(Shape::Crlf), 1 => Just(Shape::Spoof)]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => Just(Op::Join),
-        6 => (any::<Index>(), 1..6usize, 0..3000usize)
-            .prop_map(|(who, count, len)| Op::Lines { who, count, len }),
+        6 => (
+            any::<Index>(),
+            proptest::collection::vec(shape(), 1..6),
+            0..3000usize,
+            proptest::bool::weighted(0.15),
+        )
+            .prop_map(|(who, shapes, len, then_terminate)| Op::Lines {
+                who,
+                shapes,
+                len,
+                then_terminate
+            }),
         2 => any::<Index>().prop_map(|who| Op::Terminate { who }),
         2 => (any::<Index>(), any::<bool>()).prop_map(|(who, tail)| Op::HalfClose { who, tail }),
         2 => any::<Index>().prop_map(|who| Op::Drop { who }),
@@ -153,6 +184,8 @@ struct Stats {
     lines: u64,
     delivered: u64,
     undelivered: u64,
+    crlf: u64,
+    refused: u64,
     terminations: u64,
     half_closes: u64,
     tails: u64,
@@ -328,8 +361,18 @@ impl Run<'_> {
             .map_err(|e| TestCaseError::fail(format!("client {id}: write failed: {e}")))
     }
 
+    /// The model's view of a line from `id` that poses as the server.
+    fn refused(&mut self, id: usize) {
+        self.stats.refused += 1;
+        let notice = format!(
+            "SERVER{}>>> Refused: chat lines may not begin with SERVER",
+            self.clients[&id].port
+        );
+        self.expect(id, notice);
+    }
+
     fn terminate(&mut self, id: usize) -> Check {
-        self.write(id, b"CLIENT>>> TERMINATE\n")?;
+        self.write(id, TERMINATE)?;
         self.stats.terminations += 1;
         let mut client = self.leave(id);
         self.finish(id, &mut client)
@@ -349,18 +392,47 @@ impl Run<'_> {
             Op::Join => {
                 self.join()?;
             }
-            Op::Lines { who, count, len } => {
+            Op::Lines {
+                who,
+                shapes,
+                len,
+                then_terminate,
+            } => {
                 let Some(id) = self.pick(who) else {
                     return Ok(());
                 };
                 let mut bytes = Vec::new();
-                for _ in 0..*count {
+                for shape in shapes {
                     let line = self.unique_line(id, *len);
-                    bytes.extend_from_slice(&line);
-                    bytes.push(b'\n');
-                    self.chat(id, line);
+                    match shape {
+                        Shape::Plain => {
+                            bytes.extend_from_slice(&line);
+                            bytes.push(b'\n');
+                            self.chat(id, line);
+                        }
+                        Shape::Crlf => {
+                            bytes.extend_from_slice(&line);
+                            bytes.extend_from_slice(b"\r\n");
+                            self.stats.crlf += 1;
+                            self.chat(id, line);
+                        }
+                        Shape::Spoof => {
+                            bytes.extend_from_slice(b"SERVER");
+                            bytes.extend_from_slice(&line);
+                            bytes.push(b'\n');
+                            self.refused(id);
+                        }
+                    }
                 }
-                self.write(id, &bytes)?;
+                if *then_terminate {
+                    bytes.extend_from_slice(TERMINATE);
+                    self.write(id, &bytes)?;
+                    self.stats.terminations += 1;
+                    let mut client = self.leave(id);
+                    self.finish(id, &mut client)?;
+                } else {
+                    self.write(id, &bytes)?;
+                }
             }
             Op::Terminate { who } => {
                 let Some(id) = self.pick(who) else {
@@ -473,7 +545,7 @@ fn server_matches_the_model() {
         macro_rules! add {
             ($($f:ident)*) => { $(total.$f += case.$f;)* };
         }
-        add!(joins full lines delivered undelivered terminations half_closes tails drops strays);
+        add!(joins full lines delivered undelivered crlf refused terminations half_closes tails drops strays);
         result
     });
     if let Err(e) = result {
@@ -486,6 +558,8 @@ fn server_matches_the_model() {
         ("full answers", s.full),
         ("delivered lines", s.delivered),
         ("undelivered lines", s.undelivered),
+        ("lines ending in CR LF", s.crlf),
+        ("refused lines", s.refused),
         ("terminations", s.terminations),
         ("half-closes", s.half_closes),
         ("last unterminated lines", s.tails),

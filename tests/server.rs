@@ -16,7 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, wait_until};
+use common::{Peer, TestServer, wait_until};
 use portal_chat::client::{Assignment, Message, PortalAnswer, Session, parse_portal_reply};
 
 /// The longest any single read or write may block.
@@ -699,6 +699,27 @@ fn terminate_frees_the_port_and_the_partner_is_told() {
     expect_partner_joined(&mut b, w2, w1);
     b.send_line(b"welcome").unwrap();
     assert_eq!(next(&mut c), chat("welcome"));
+}
+
+#[test]
+fn a_burst_of_mixed_lines_keeps_its_order_and_its_rules() {
+    let server = TestServer::start(&["--workers", "2"]);
+    let mut a = Peer::join(&server);
+    let mut b = Peer::join(&server);
+    a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
+    // One write, so the server reads it whole and forwards the plain lines
+    // in runs; every other line must break a run in its place.
+    a.send(b"one\ntwo\r\nthree\nSERVER fake\nfour\nfive\nCLIENT>>> TERMINATE\nlost\n")
+        .unwrap();
+    for line in ["one", "two", "three", "four", "five"] {
+        b.expect(line);
+    }
+    b.expect(&format!("SERVER{}>>> Partner {} left", b.port, a.port));
+    a.expect(&format!(
+        "SERVER{}>>> Refused: chat lines may not begin with SERVER",
+        a.port
+    ));
+    a.expect_eof();
 }
 
 #[test]
