@@ -14,7 +14,11 @@
 //! - a passcode is accepted only on its own port, at most once, and never
 //!   at or after its lapse time;
 //! - a forwarded line goes to the sender's partner only, and only a chat line
-//!   is forwarded;
+//!   is forwarded; with a partner, a line is forwarded exactly when
+//!   `is_plain_chat` accepts it, which the event loop's fast path relies on;
+//! - a run of lines the event loop forwarded itself (`handle_forwarded_run`,
+//!   reported only while the sender has a partner) queues nothing and changes
+//!   no partner;
 //! - notices and closes go to live connections, nothing after a close, and
 //!   every notice is a server line.
 #![no_main]
@@ -26,6 +30,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use portal_chat::core::{
     Action, ConnId, Core, HANDSHAKE_MAX_LINE, PortState, PortalReply, TERMINATE, Timeouts,
+    is_plain_chat,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -78,6 +83,11 @@ enum Event {
     },
     Advance {
         ms: u16,
+    },
+    /// The event loop forwarded a run of plain chat lines from `conn` to
+    /// its partner itself.
+    ForwardedRun {
+        conn: u8,
     },
     Tick,
     Shutdown,
@@ -215,6 +225,13 @@ impl Harness {
         } else if chatting && line != TERMINATE && !line.starts_with(b"SERVER") {
             assert_eq!(partner, None, "chat line not forwarded to the partner");
         }
+        if chatting && partner.is_some() {
+            assert_eq!(
+                target.is_some(),
+                is_plain_chat(line),
+                "is_plain_chat disagrees with handle_line on {line:?}"
+            );
+        }
         if awaiting && self.chatting(conn) {
             let worker = self.live[&conn];
             let prefix = format!("CLIENT{}>>>HandshakeCode=", self.ports[worker]);
@@ -318,6 +335,23 @@ fuzz_target!(|input: Input| {
                 h.actions();
             }
             Event::Advance { ms } => h.now += u64::from(ms),
+            Event::ForwardedRun { conn } => {
+                let conn = ConnId(usize::from(conn % IDS));
+                // The event loop takes the fast path only with a partner.
+                let Some(partner) = h.core.partner(conn) else {
+                    continue;
+                };
+                h.core.handle_forwarded_run(conn, h.at());
+                assert!(
+                    h.core.poll_action().is_none(),
+                    "a forwarded run queued an action"
+                );
+                assert_eq!(
+                    h.core.partner(conn),
+                    Some(partner),
+                    "a forwarded run changed partners"
+                );
+            }
             Event::Tick => {
                 h.core.handle_tick(h.at());
                 for issued in &mut h.codes {

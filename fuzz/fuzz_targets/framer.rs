@@ -1,11 +1,19 @@
 //! Fuzzes the line framer: arbitrary byte chunks, arbitrary (small) limits,
-//! in an arbitrary interleaving of appends, line reads, end-of-stream reads
-//! and shrinks, checked against a plain reference on the bytes fed so far.
+//! in an arbitrary interleaving of appends, line reads, runs of lines passed
+//! on byte for byte (`take_run`), end-of-stream reads and shrinks, checked
+//! against a plain reference on the bytes fed so far.
 //!
 //! Invariants:
 //! - every line returned has no `\n` and is at most the limit in force;
 //! - lines plus their terminators (`\n`, or `\r\n` with the `\r` stripped)
-//!   reproduce exactly the prefix of the input consumed so far;
+//!   and runs reproduce exactly the prefix of the input consumed so far;
+//! - a run is the next k >= 1 complete lines, `\n` included, each ending in
+//!   a bare `\n`, at most the limit and accepted; it is maximal: it stops
+//!   only at a line that is incomplete or does not qualify, or once it holds
+//!   the budget or more (and not a line later); no run (`None`) exactly when
+//!   the first pending line is incomplete or does not qualify, or the budget
+//!   is 0;
+//! - `accept` sees only the pending lines, in order, without their `\n`;
 //! - "not yet" (`Ok(None)`) and `LineTooLong` are each returned exactly when
 //!   the bytes pending justify it;
 //! - `pending()` is what was fed minus what was consumed.
@@ -25,6 +33,13 @@ enum Op {
     /// Lines as above, then the rest as the final line.
     TakeRest {
         max: u8,
+    },
+    /// A run of lines with limit `max % 33` and budget `budget`, accepting
+    /// the lines that do not contain `reject`.
+    Run {
+        max: u8,
+        budget: u8,
+        reject: Option<u8>,
     },
     Shrink,
 }
@@ -75,6 +90,11 @@ fuzz_target!(|ops: Vec<Op>| {
                     }
                 }
             }
+            Op::Run {
+                max,
+                budget,
+                reject,
+            } => run(&mut buffer, &mut reference, max, budget, reject),
             Op::Shrink => buffer.shrink_if_empty(),
         }
         assert_eq!(buffer.pending(), reference.pending().len(), "pending count");
@@ -133,4 +153,93 @@ fn lines(buffer: &mut LineBuffer, reference: &mut Reference, max: u8) -> bool {
             }
         }
     }
+}
+
+/// The first line of `pending` with its `\n`, if it is complete.
+fn first_line(pending: &[u8]) -> Option<&[u8]> {
+    let newline = pending.iter().position(|&b| b == b'\n')?;
+    Some(&pending[..=newline])
+}
+
+/// Takes a run (limit `max % 33`, budget `budget`, lines holding `reject`
+/// refused) and checks it against the pending input.
+fn run(
+    buffer: &mut LineBuffer,
+    reference: &mut Reference,
+    max: u8,
+    budget: u8,
+    reject: Option<u8>,
+) {
+    let max = usize::from(max % 33);
+    let budget = usize::from(budget);
+    let accepts = |line: &[u8]| reject.is_none_or(|reject| !line.contains(&reject));
+    // Whether a complete line, `\n` included, may be passed on as it is.
+    let qualifies = |line: &[u8]| {
+        let content = &line[..line.len() - 1];
+        content.len() <= max && content.last() != Some(&b'\r') && accepts(content)
+    };
+    let mut seen = Vec::new();
+    let result = buffer.take_run(max, budget, |line| {
+        seen.push(line.to_vec());
+        accepts(line)
+    });
+    let pending = reference.pending();
+
+    let taken = result.as_ref().map_or(0, |range| range.len());
+    // `accept` saw the pending lines in order, and none past the run's end
+    // but the one that stopped it.
+    let mut at = 0;
+    for (i, line) in seen.iter().enumerate() {
+        let expected = first_line(&pending[at..])
+            .unwrap_or_else(|| panic!("accept saw {line:?}, not a pending line"));
+        assert_eq!(
+            &expected[..expected.len() - 1],
+            line,
+            "accept saw another line"
+        );
+        at += expected.len();
+        assert!(
+            at <= taken || i == seen.len() - 1,
+            "accept called past the line that ended the run"
+        );
+    }
+
+    let Some(range) = result else {
+        let refused = match first_line(pending) {
+            None => true,
+            Some(line) => !qualifies(line),
+        };
+        assert!(
+            budget == 0 || refused,
+            "no run, yet {pending:?} starts with a line that qualifies \
+             (limit {max}, budget {budget}, reject {reject:?})"
+        );
+        return;
+    };
+    let got = buffer.get(range);
+    assert!(budget > 0, "a run under a budget of 0");
+    assert!(!got.is_empty(), "an empty run");
+    assert_eq!(got, &pending[..got.len()], "run differs from the input");
+    assert_eq!(got.last(), Some(&b'\n'), "run ends in a partial line");
+    // Its lines, each qualifying; all but the last under the budget.
+    let mut at = 0;
+    while at < got.len() {
+        assert!(at < budget, "run goes on past its budget of {budget}");
+        let line = first_line(&got[at..]).expect("ends in \\n");
+        assert!(
+            qualifies(line),
+            "{line:?} in a run (limit {max}, reject {reject:?})"
+        );
+        at += line.len();
+    }
+    // Maximal: it stopped at the budget or at a line it could not take.
+    if got.len() < budget
+        && let Some(next) = first_line(&pending[got.len()..])
+    {
+        assert!(
+            !qualifies(next),
+            "run stopped before {next:?} (limit {max}, budget {budget}, reject {reject:?})"
+        );
+    }
+    reference.consumed += got.len();
 }
