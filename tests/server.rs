@@ -723,6 +723,33 @@ fn a_burst_of_mixed_lines_keeps_its_order_and_its_rules() {
 }
 
 #[test]
+fn the_short_spin_after_traffic_ends_and_the_server_rests() {
+    let server = TestServer::start(&["--workers", "2"]);
+    let (w1, w2) = (worker(&server, 1), worker(&server, 2));
+    let mut a = join(&server);
+    let mut b = join(&server);
+    expect_partner_joined(&mut a, w1, w2);
+    for i in 0..200 {
+        relay(&mut a, &mut b, &format!("ping {i}"));
+        relay(&mut b, &mut a, &format!("pong {i}"));
+    }
+    // Right after the traffic, over a window of 1 s: a loop that kept
+    // spinning would use the whole window; a resting one wakes only for the
+    // 20 ms tick.
+    let pid = server.pid();
+    let window = Duration::from_secs(1);
+    let before = common::cpu_ticks(pid);
+    let started = Instant::now();
+    thread::sleep(window); // the measurement window itself, not a wait
+    let ticks = common::cpu_ticks(pid) - before;
+    let allowed = 0.2 * common::ticks_per_second() as f64 * started.elapsed().as_secs_f64();
+    assert!(
+        ticks as f64 <= allowed,
+        "{ticks} CPU ticks in a quiet second after traffic"
+    );
+}
+
+#[test]
 fn workers_pair_one_two_and_three_four_without_crosstalk() {
     let server = TestServer::start(&["--workers", "4"]);
     let [w1, w2, w3, w4] = [1, 2, 3, 4].map(|n| worker(&server, n));
