@@ -59,10 +59,20 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long a stopping server waits for clients to take their final notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// At most this many discarding reads per event for a closing connection, so
+/// At most this many discarding reads per turn for a closing connection, so
 /// a client that keeps sending cannot hold the loop; the linger deadline
-/// ends it.
+/// ends it. A connection with more to read gets another turn in the next
+/// poll (see `discard_input`).
 const CLOSING_READS_PER_EVENT: usize = 4;
+
+/// What a connection is registered for: `WRITABLE` only while output waits.
+fn interest(wants_write: bool) -> Interest {
+    if wants_write {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    }
+}
 
 /// Which listener a socket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -548,6 +558,21 @@ impl Server {
                 Err(_) => return self.kill(key),
             }
         }
+        // There is more to read, but edge-triggered readiness will not say
+        // so again unless new bytes arrive, and the client's end of stream
+        // may already be queued behind them. Registering the socket again
+        // makes epoll look at it afresh and report it in the next poll, so
+        // the rest is read then, after the other connections had their turn.
+        let conn = &mut self.conns[key];
+        let interest = interest(conn.write_interest);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .reregister(&mut conn.stream, Token(key), interest)
+        {
+            debug!("connection {key}: reregister failed: {e}");
+            self.kill(key);
+        }
     }
 
     /// Carries out what the core asked for.
@@ -629,11 +654,7 @@ impl Server {
         let wants_write = !drained;
         if wants_write != conn.write_interest {
             conn.write_interest = wants_write;
-            let interest = if wants_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
+            let interest = interest(wants_write);
             if let Err(e) = self
                 .poll
                 .registry()

@@ -847,6 +847,62 @@ fn a_reset_on_either_side_of_a_busy_pair_is_told_and_frees_the_port() {
 }
 
 // ---------------------------------------------------------------------------
+// A closing connection with a long backlog
+// ---------------------------------------------------------------------------
+
+/// A client that terminates and goes on sending, with megabytes still
+/// unread in the server's socket when its end of stream arrives, is closed
+/// at that end of stream, before the 2 s linger deadline could close it.
+/// The loop reads a closing connection a few buffers per turn, and
+/// edge-triggered readiness announces the end of stream only once: the loop
+/// must come back for the rest by itself.
+#[test]
+fn a_closing_client_is_closed_at_its_end_of_stream_behind_a_long_backlog() {
+    const LINGER: Duration = Duration::from_secs(2);
+    // More than the server reads from a closing connection per turn (4
+    // reads of 64 KiB); seen here: 448 to 640 KiB.
+    const BACKLOG: u64 = 5 * 64 * 1024;
+    let server = TestServer::start(&["--workers", "2"]);
+    let pid = server.pid();
+    let (mut a, mut b) = pair(&server);
+    let fds_in_session = fd_count(pid);
+    let terminated = Instant::now();
+    a.send(b"CLIENT>>> TERMINATE\n").unwrap();
+    b.expect(&format!("SERVER{}>>> Partner {} left", b.port, a.port));
+    // The server discards what A goes on sending; streaming some megabytes
+    // lets the kernel grow the server socket's receive window.
+    let junk = vec![b'x'; 64 * 1024];
+    for _ in 0..256 {
+        a.send(&junk).unwrap();
+    }
+    // With the server stopped, the backlog piles up in its socket.
+    server.signal("STOP");
+    a.stream.set_nonblocking(true).unwrap();
+    while a.stream.write(&junk).is_ok() {}
+    let backlog = tcp_queues(a.port, a.local_port()).map_or(0, |(_, rx)| rx);
+    a.stream.shutdown(Shutdown::Write).unwrap();
+    server.signal("CONT");
+    assert!(
+        backlog >= BACKLOG,
+        "only {backlog} bytes queued at the server: the test shows nothing"
+    );
+    assert!(
+        wait_until(SOON, || fd_count(pid) < fds_in_session),
+        "the closing connection was never closed"
+    );
+    let closed_after = terminated.elapsed();
+    println!(
+        "closing connection with a {backlog}-byte backlog closed {closed_after:.2?} after TERMINATE"
+    );
+    assert!(
+        closed_after < LINGER - Duration::from_millis(200),
+        "closed {closed_after:?} after TERMINATE: by the linger deadline, not at the end of stream"
+    );
+    drop(b);
+    wait_every_port_free(&server, SOON).unwrap();
+}
+
+// ---------------------------------------------------------------------------
 // Signals during load
 // ---------------------------------------------------------------------------
 
