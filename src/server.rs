@@ -42,14 +42,14 @@ const LISTENERS: usize = usize::MAX / 2;
 /// an idle connection holds no read buffer of its own.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// After a wake-up that brought events, the loop goes on polling without
+/// After a wake-up that brought events, the loop may go on polling without
 /// blocking for this long before it sleeps. In a conversation the answer to
 /// a line often comes back within microseconds, and a thread that slept in
 /// the meantime must be woken for it: on a virtual machine that means waking
 /// a halted virtual CPU, which costs more than the whole relay hop. Spinning
-/// briefly catches the answer awake. It costs at most this much CPU per
-/// wake-up, and nothing while idle: a wake-up for the tick alone does not
-/// spin.
+/// briefly catches the answer awake. It spins only while spinning pays (see
+/// [`Server::wait`]), and never while idle: a wake-up for the tick alone
+/// does not spin.
 const BUSY_POLL: Duration = Duration::from_micros(20);
 
 /// How long a closing connection may take to acknowledge our shutdown
@@ -151,6 +151,8 @@ pub struct Server {
     dead: Vec<usize>,
     /// Set when a signal asked us to stop: the time to stop waiting.
     stopping: Option<Instant>,
+    /// Whether the last waits suggest that spinning catches events.
+    spin_pays: bool,
 }
 
 impl Server {
@@ -202,6 +204,7 @@ impl Server {
             to_flush: Vec::new(),
             dead: Vec::new(),
             stopping: None,
+            spin_pays: false,
         })
     }
 
@@ -279,11 +282,17 @@ impl Server {
     }
 
     /// Waits for events, at most until the next tick, so the tick comes on
-    /// time however busy the sockets are. If the last wake-up brought
-    /// events (`busy`), it first polls without blocking for up to
-    /// [`BUSY_POLL`].
+    /// time however busy the sockets are.
+    ///
+    /// If the last wake-up brought events (`busy`) and spinning pays, it
+    /// first polls without blocking for up to [`BUSY_POLL`]. Spinning pays
+    /// while it catches events; a spin that catches nothing stops it, and
+    /// an event that wakes a sleeping loop within twice that time (which a
+    /// spin would probably have caught) starts it again. So a conversation
+    /// keeps the loop spinning, and traffic with longer gaps does not waste
+    /// CPU on it.
     fn wait(&mut self, events: &mut Events, next_tick: Instant, busy: bool) -> io::Result<()> {
-        if busy {
+        if busy && self.spin_pays {
             let spin_until = (Instant::now() + BUSY_POLL).min(next_tick);
             loop {
                 self.poll.poll(events, Some(Duration::ZERO))?;
@@ -291,12 +300,18 @@ impl Server {
                     break;
                 }
             }
-            if !events.is_empty() {
+            self.spin_pays = !events.is_empty();
+            if self.spin_pays {
                 return Ok(());
             }
         }
-        let timeout = next_tick.saturating_duration_since(Instant::now());
-        self.poll.poll(events, Some(timeout))
+        let slept = Instant::now();
+        let timeout = next_tick.saturating_duration_since(slept);
+        self.poll.poll(events, Some(timeout))?;
+        if !events.is_empty() && slept.elapsed() <= 2 * BUSY_POLL {
+            self.spin_pays = true;
+        }
+        Ok(())
     }
 
     /// Accepts every pending connection on listener `index`.
