@@ -327,6 +327,46 @@ fn end_of_input_from_a_file_leaves() {
 }
 
 #[test]
+fn a_line_over_1_mib_is_not_sent_and_the_next_one_is() {
+    // The client's limit, `MAX_INPUT_LINE` in src/bin/chat-client.rs. The
+    // unit tests there check lines around the limit.
+    const MAX: usize = 1024 * 1024;
+    // A server that takes longer lines than the client sends, so that a line
+    // the client let through would reach the partner.
+    let server = TestServer::start(&["--max-line", &(4 * MAX).to_string()]);
+    let (p1, p2) = first_pair(&server);
+    let mut partner = server.join();
+    // Three times the limit: most of it is skipped, a buffer at a time.
+    let input = format!("before\n{}\nhello\n", "x".repeat(3 * MAX));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("chat-client-long-line-{}.txt", std::process::id()));
+    std::fs::write(&path, input).unwrap();
+    let input = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let client = Client::start(server.portal.port(), &[], input.into());
+    assert_eq!(
+        client.finish(),
+        Finished {
+            code: Some(0),
+            stdout: vec![],
+            stderr: vec![
+                format!("chat-client: connected on port {p2}; partner {p1} is here"),
+                format!("chat-client: line too long (limit {MAX} bytes); not sent"),
+                format!("chat-client: left port {p2}"),
+            ],
+        }
+    );
+    for expected in [
+        notice(&format!("SERVER{p1}>>> Partner {p2} connected")),
+        chat("before"),
+        chat("hello"),
+        notice(&format!("SERVER{p1}>>> Partner {p2} left")),
+    ] {
+        assert_eq!(next_message(&mut partner), expected);
+    }
+}
+
+#[test]
 fn ctrl_c_leaves_like_quit() {
     let server = TestServer::start(&[]);
     let (p1, p2) = first_pair(&server);
