@@ -52,6 +52,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// does not spin.
 const BUSY_POLL: Duration = Duration::from_micros(20);
 
+/// Spinning stops after this many spins in a row caught nothing.
+const SPIN_MISSES_ALLOWED: u32 = 8;
+
 /// How long a closing connection may take to acknowledge our shutdown
 /// before it is dropped anyway.
 const LINGER: Duration = Duration::from_secs(2);
@@ -151,8 +154,9 @@ pub struct Server {
     dead: Vec<usize>,
     /// Set when a signal asked us to stop: the time to stop waiting.
     stopping: Option<Instant>,
-    /// Whether the last waits suggest that spinning catches events.
-    spin_pays: bool,
+    /// Spins in a row that caught nothing; spinning stops at
+    /// [`SPIN_MISSES_ALLOWED`].
+    spin_misses: u32,
 }
 
 impl Server {
@@ -204,7 +208,7 @@ impl Server {
             to_flush: Vec::new(),
             dead: Vec::new(),
             stopping: None,
-            spin_pays: false,
+            spin_misses: SPIN_MISSES_ALLOWED,
         })
     }
 
@@ -286,13 +290,13 @@ impl Server {
     ///
     /// If the last wake-up brought events (`busy`) and spinning pays, it
     /// first polls without blocking for up to [`BUSY_POLL`]. Spinning pays
-    /// while it catches events; a spin that catches nothing stops it, and
-    /// an event that wakes a sleeping loop within twice that time (which a
-    /// spin would probably have caught) starts it again. So a conversation
-    /// keeps the loop spinning, and traffic with longer gaps does not waste
-    /// CPU on it.
+    /// while it catches events: [`SPIN_MISSES_ALLOWED`] spins in a row that
+    /// catch nothing stop it, and an event that wakes the sleeping loop soon
+    /// (within four spins' time, counting the wake-up itself) starts it
+    /// again. So a conversation keeps the loop spinning, one late answer
+    /// does not stop it, and traffic with longer gaps wastes no CPU on it.
     fn wait(&mut self, events: &mut Events, next_tick: Instant, busy: bool) -> io::Result<()> {
-        if busy && self.spin_pays {
+        if busy && self.spin_misses < SPIN_MISSES_ALLOWED {
             let spin_until = (Instant::now() + BUSY_POLL).min(next_tick);
             loop {
                 self.poll.poll(events, Some(Duration::ZERO))?;
@@ -300,16 +304,17 @@ impl Server {
                     break;
                 }
             }
-            self.spin_pays = !events.is_empty();
-            if self.spin_pays {
+            if !events.is_empty() {
+                self.spin_misses = 0;
                 return Ok(());
             }
+            self.spin_misses += 1;
         }
         let slept = Instant::now();
         let timeout = next_tick.saturating_duration_since(slept);
         self.poll.poll(events, Some(timeout))?;
-        if !events.is_empty() && slept.elapsed() <= 2 * BUSY_POLL {
-            self.spin_pays = true;
+        if !events.is_empty() && slept.elapsed() <= 4 * BUSY_POLL {
+            self.spin_misses = 0;
         }
         Ok(())
     }
