@@ -55,6 +55,10 @@ const BUSY_POLL: Duration = Duration::from_micros(20);
 /// Spinning stops after this many spins in a row caught nothing.
 const SPIN_MISSES_ALLOWED: u32 = 8;
 
+/// Once spinning has stopped, one wake-up in this many still spins, to find
+/// out whether spinning pays again.
+const SPIN_PROBE_EVERY: u32 = 16;
+
 /// How long a closing connection may take to acknowledge our shutdown
 /// before it is dropped anyway.
 const LINGER: Duration = Duration::from_secs(2);
@@ -154,8 +158,8 @@ pub struct Server {
     dead: Vec<usize>,
     /// Set when a signal asked us to stop: the time to stop waiting.
     stopping: Option<Instant>,
-    /// Spins in a row that caught nothing; spinning stops at
-    /// [`SPIN_MISSES_ALLOWED`].
+    /// Spins in a row that caught nothing, then wake-ups since spinning
+    /// stopped at [`SPIN_MISSES_ALLOWED`].
     spin_misses: u32,
 }
 
@@ -290,33 +294,36 @@ impl Server {
     ///
     /// If the last wake-up brought events (`busy`) and spinning pays, it
     /// first polls without blocking for up to [`BUSY_POLL`]. Spinning pays
-    /// while it catches events: [`SPIN_MISSES_ALLOWED`] spins in a row that
-    /// catch nothing stop it, and an event that wakes the sleeping loop soon
-    /// (within four spins' time, counting the wake-up itself) starts it
-    /// again. So a conversation keeps the loop spinning, one late answer
-    /// does not stop it, and traffic with longer gaps wastes no CPU on it.
+    /// while it catches events. After [`SPIN_MISSES_ALLOWED`] spins in a row
+    /// that caught nothing, only one wake-up in [`SPIN_PROBE_EVERY`] spins,
+    /// until one catches something again. So a conversation keeps the loop
+    /// spinning, one late answer does not stop it, and traffic with longer
+    /// gaps, or a machine whose cores are busy with other work, hardly pays
+    /// for it.
     fn wait(&mut self, events: &mut Events, next_tick: Instant, busy: bool) -> io::Result<()> {
-        if busy && self.spin_misses < SPIN_MISSES_ALLOWED {
-            let spin_until = (Instant::now() + BUSY_POLL).min(next_tick);
-            loop {
-                self.poll.poll(events, Some(Duration::ZERO))?;
-                if !events.is_empty() || Instant::now() >= spin_until {
-                    break;
+        if busy {
+            let stopped = self.spin_misses >= SPIN_MISSES_ALLOWED;
+            let probe = stopped
+                && (self.spin_misses - SPIN_MISSES_ALLOWED).is_multiple_of(SPIN_PROBE_EVERY);
+            // Wrapping, after billions of quiet wake-ups, only means eight
+            // more tries.
+            self.spin_misses = self.spin_misses.wrapping_add(1);
+            if !stopped || probe {
+                let spin_until = (Instant::now() + BUSY_POLL).min(next_tick);
+                loop {
+                    self.poll.poll(events, Some(Duration::ZERO))?;
+                    if !events.is_empty() {
+                        self.spin_misses = 0;
+                        return Ok(());
+                    }
+                    if Instant::now() >= spin_until {
+                        break;
+                    }
                 }
             }
-            if !events.is_empty() {
-                self.spin_misses = 0;
-                return Ok(());
-            }
-            self.spin_misses += 1;
         }
-        let slept = Instant::now();
-        let timeout = next_tick.saturating_duration_since(slept);
-        self.poll.poll(events, Some(timeout))?;
-        if !events.is_empty() && slept.elapsed() <= 4 * BUSY_POLL {
-            self.spin_misses = 0;
-        }
-        Ok(())
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        self.poll.poll(events, Some(timeout))
     }
 
     /// Accepts every pending connection on listener `index`.
