@@ -293,17 +293,24 @@ fn piped_input_is_sent_and_quit_leaves() {
     );
 }
 
+/// A file holding `contents`, open for reading, to be a client's stdin. Its
+/// name is removed at once; the open file lives on until it is closed.
+fn input_file(name: &str, contents: &str) -> std::fs::File {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("chat-client-{name}-{}.txt", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file
+}
+
 #[test]
 fn end_of_input_from_a_file_leaves() {
     let server = TestServer::start(&[]);
     let (p1, p2) = first_pair(&server);
     let mut partner = server.join();
     // A CRLF line, and a last line with no line ending at all.
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("chat-client-input-{}.txt", std::process::id()));
-    std::fs::write(&path, "hello\r\nworld").unwrap();
-    let input = std::fs::File::open(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let input = input_file("input", "hello\r\nworld");
     let client = Client::start(server.portal.port(), &[], input.into());
     assert_eq!(
         client.finish(),
@@ -337,12 +344,10 @@ fn a_line_over_1_mib_is_not_sent_and_the_next_one_is() {
     let (p1, p2) = first_pair(&server);
     let mut partner = server.join();
     // Three times the limit: most of it is skipped, a buffer at a time.
-    let input = format!("before\n{}\nhello\n", "x".repeat(3 * MAX));
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("chat-client-long-line-{}.txt", std::process::id()));
-    std::fs::write(&path, input).unwrap();
-    let input = std::fs::File::open(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let input = input_file(
+        "long-line",
+        &format!("before\n{}\nhello\n", "x".repeat(3 * MAX)),
+    );
     let client = Client::start(server.portal.port(), &[], input.into());
     assert_eq!(
         client.finish(),
