@@ -229,9 +229,7 @@ impl<R: Rng + CryptoRng> Core<R> {
                 None
             }
             Phase::Chatting { worker, .. } => {
-                if let Some(Phase::Chatting { last_line, .. }) = self.phase_mut(conn) {
-                    *last_line = now;
-                }
+                self.note_activity(conn, now);
                 let port = self.ports[worker];
                 if line == TERMINATE {
                     log::debug!("port {port}: client terminated");
@@ -265,9 +263,7 @@ impl<R: Rng + CryptoRng> Core<R> {
     /// forwarded them to the partner: the same as
     /// [`handle_line`](Self::handle_line) for each of them, in one call.
     pub fn handle_forwarded_run(&mut self, conn: ConnId, now: Instant) {
-        if let Some(Phase::Chatting { last_line, .. }) = self.phase_mut(conn) {
-            *last_line = now;
-        }
+        self.note_activity(conn, now);
     }
 
     /// The event loop stopped (`held == true`) or resumed reading `conn`
@@ -476,6 +472,13 @@ impl<R: Rng + CryptoRng> Core<R> {
 
     fn phase(&self, conn: ConnId) -> Option<Phase> {
         self.conns.get(conn.0).copied().flatten()
+    }
+
+    /// A chatting client said something: its idle clock starts again.
+    fn note_activity(&mut self, conn: ConnId, now: Instant) {
+        if let Some(Phase::Chatting { last_line, .. }) = self.phase_mut(conn) {
+            *last_line = now;
+        }
     }
 
     fn phase_mut(&mut self, conn: ConnId) -> Option<&mut Phase> {

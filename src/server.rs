@@ -234,8 +234,7 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + self.tick;
         loop {
-            let busy = !events.is_empty();
-            if let Err(e) = self.wait(&mut events, next_tick, busy) {
+            if let Err(e) = self.wait(&mut events, next_tick) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue; // a signal arrived; its pipe will report it
                 }
@@ -292,16 +291,16 @@ impl Server {
     /// Waits for events, at most until the next tick, so the tick comes on
     /// time however busy the sockets are.
     ///
-    /// If the last wake-up brought events (`busy`) and spinning pays, it
-    /// first polls without blocking for up to [`BUSY_POLL`]. Spinning pays
+    /// If the last wake-up brought events (`events` still holds them) and
+    /// spinning pays, it first polls without blocking for up to [`BUSY_POLL`]. Spinning pays
     /// while it catches events. After [`SPIN_MISSES_ALLOWED`] spins in a row
     /// that caught nothing, only one wake-up in [`SPIN_PROBE_EVERY`] spins,
     /// until one catches something again. So a conversation keeps the loop
     /// spinning, one late answer does not stop it, and traffic with longer
     /// gaps, or a machine whose cores are busy with other work, hardly pays
     /// for it.
-    fn wait(&mut self, events: &mut Events, next_tick: Instant, busy: bool) -> io::Result<()> {
-        if busy {
+    fn wait(&mut self, events: &mut Events, next_tick: Instant) -> io::Result<()> {
+        if !events.is_empty() {
             let stopped = self.spin_misses >= SPIN_MISSES_ALLOWED;
             let probe = stopped
                 && (self.spin_misses - SPIN_MISSES_ALLOWED).is_multiple_of(SPIN_PROBE_EVERY);
