@@ -249,17 +249,12 @@ fn a_partner_that_never_reads_costs_bounded_memory_and_loses_nothing() {
     );
     // Held back: ten times in a row, a write made no progress for 100 ms.
     assert!(
-        wait_until(Duration::from_secs(60), || pump
-            .stalls
-            .load(Ordering::SeqCst)
-            >= 10
-            || pump.is_finished()),
+        pump.wait_for_stalls(10, Duration::from_secs(60)) || pump.is_finished(),
         "the sender was never held back"
     );
     let held_at = pump.sent.load(Ordering::SeqCst);
-    let stalls = pump.stalls.load(Ordering::SeqCst);
     assert!(
-        wait_until(SOON, || pump.stalls.load(Ordering::SeqCst) >= stalls + 10),
+        pump.wait_for_stalls(10, SOON),
         "the sender got going again with nobody reading"
     );
     let held_later = pump.sent.load(Ordering::SeqCst);
@@ -435,10 +430,7 @@ fn a_sender_held_back_by_its_partner_is_not_timed_out_as_idle() {
         })
     };
     assert!(
-        wait_until(Duration::from_secs(60), || pump
-            .stalls
-            .load(Ordering::SeqCst)
-            >= 10),
+        pump.wait_for_stalls(10, Duration::from_secs(60)),
         "the sender was never held back"
     );
     let held = Instant::now();
@@ -634,11 +626,7 @@ fn half_close_delivers_every_line_before_the_partner_is_told() {
     for (mut writer, reader, pump, lines, late) in pairs {
         if late {
             assert!(
-                wait_until(Duration::from_secs(60), || pump
-                    .stalls
-                    .load(Ordering::SeqCst)
-                    >= 5
-                    || pump.is_finished()),
+                pump.wait_for_stalls(5, Duration::from_secs(60)) || pump.is_finished(),
                 "the sender was never held back"
             );
         }
@@ -824,13 +812,8 @@ fn a_reset_on_either_side_of_a_busy_pair_is_told_and_frees_the_port() {
 
     // Second side, after its partner was held back by it.
     d.drain.stop();
-    let stalls = c.pump.stalls.load(Ordering::SeqCst);
     assert!(
-        wait_until(Duration::from_secs(60), || c
-            .pump
-            .stalls
-            .load(Ordering::SeqCst)
-            >= stalls + 5),
+        c.pump.wait_for_stalls(5, Duration::from_secs(60)),
         "the partner of a client that stopped reading was never held back"
     );
     let held_at = c.pump.sent.load(Ordering::SeqCst);

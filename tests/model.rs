@@ -1146,6 +1146,21 @@ fn core_matches_the_model() {
 
 /// The model itself must be able to fail: a core whose port was taken behind
 /// the model's back is caught.
+/// A core with two worker ports, the default timeouts and a fixed seed, for
+/// the hand-written cases below.
+fn two_port_core() -> Core<StdRng> {
+    Core::new(
+        vec![FIRST_PORT, FIRST_PORT + 1],
+        Timeouts {
+            assign: Duration::from_secs(10),
+            handshake: Duration::from_secs(5),
+            idle: Duration::from_secs(60),
+            session: None,
+        },
+        StdRng::seed_from_u64(1),
+    )
+}
+
 #[test]
 fn the_model_notices_a_divergence() {
     let s = Scenario {
@@ -1160,16 +1175,7 @@ fn the_model_notices_a_divergence() {
     };
     let mut stats = Stats::default();
     let mut run = Run {
-        core: Core::new(
-            vec![FIRST_PORT, FIRST_PORT + 1],
-            Timeouts {
-                assign: Duration::from_secs(10),
-                handshake: Duration::from_secs(5),
-                idle: Duration::from_secs(60),
-                session: None,
-            },
-            StdRng::seed_from_u64(1),
-        ),
+        core: two_port_core(),
         model: Model::new(&s),
         ledger: Ledger::default(),
         t0: Instant::now(),
@@ -1190,16 +1196,7 @@ fn the_model_notices_a_divergence() {
 #[test]
 fn passcode_after_its_lapse_before_the_tick() {
     let t0 = Instant::now();
-    let mut core = Core::new(
-        vec![FIRST_PORT, FIRST_PORT + 1],
-        Timeouts {
-            assign: Duration::from_secs(10),
-            handshake: Duration::from_secs(5),
-            idle: Duration::from_secs(60),
-            session: None,
-        },
-        StdRng::seed_from_u64(1),
-    );
+    let mut core = two_port_core();
     let PortalReply::Assigned { code, .. } = core.handle_portal_request(t0) else {
         panic!("full");
     };

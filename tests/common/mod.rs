@@ -611,6 +611,15 @@ impl Pump {
         self.stop.store(true, Ordering::SeqCst);
     }
 
+    /// Waits up to `limit` for `more` stalls beyond those counted so far,
+    /// the proof that the server is holding the sender back. False if they
+    /// did not come, or if the pump stopped writing first.
+    pub fn wait_for_stalls(&self, more: u64, limit: Duration) -> bool {
+        let target = self.stalls.load(Ordering::SeqCst) + more;
+        let stalled = || self.stalls.load(Ordering::SeqCst) >= target;
+        wait_until(limit, || stalled() || self.is_finished()) && stalled()
+    }
+
     /// Whether the thread has ended.
     pub fn is_finished(&self) -> bool {
         self.handle.is_finished()
