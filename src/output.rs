@@ -64,18 +64,35 @@ impl OutputBuffer {
         self.len() <= OUTPUT_LOW_WATER
     }
 
-    /// Writes until the queue is empty or the writer would block.
+    /// Writes until the queue is empty, the writer would block, or `budget`
+    /// bytes have been written in this call.
     ///
-    /// Returns `Ok(true)` when everything was written. `WouldBlock` is not an
-    /// error here: it is `Ok(false)`, and the rest waits for `WRITABLE`.
-    /// All queued lines go out in as few `write` calls as the socket allows;
-    /// that batching is most of the relay's throughput.
-    pub fn write_to(&mut self, writer: &mut impl Write) -> io::Result<bool> {
+    /// `WouldBlock` is not an error here: it is [`Flushed::WouldBlock`], and
+    /// the rest waits for `WRITABLE`. All queued lines go out in as few
+    /// `write` calls as the socket allows; that batching is most of the
+    /// relay's throughput.
+    pub fn write_to(&mut self, writer: &mut impl Write, budget: usize) -> io::Result<Flushed> {
+        let mut outcome = Flushed::Drained;
+        let mut spent = 0;
         while self.written < self.bytes.len() {
-            match writer.write(&self.bytes[self.written..]) {
+            if spent >= budget {
+                outcome = Flushed::BudgetSpent;
+                break;
+            }
+            let end = self
+                .bytes
+                .len()
+                .min(self.written.saturating_add(budget - spent));
+            match writer.write(&self.bytes[self.written..end]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    self.written += n;
+                    spent += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    outcome = Flushed::WouldBlock;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -88,7 +105,7 @@ impl OutputBuffer {
             if self.bytes.capacity() > 64 * 1024 {
                 self.bytes = Vec::new();
             }
-            return Ok(true);
+            return Ok(Flushed::Drained);
         }
         if self.written > self.bytes.len() / 2 {
             // Most of the queue is written: drop that part so a long-lived
@@ -96,8 +113,20 @@ impl OutputBuffer {
             self.bytes.drain(..self.written);
             self.written = 0;
         }
-        Ok(false)
+        Ok(outcome)
     }
+}
+
+/// How far [`OutputBuffer::write_to`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued was written.
+    Drained,
+    /// The socket is full: the rest waits for `WRITABLE`.
+    WouldBlock,
+    /// The budget ran out while the socket still took bytes: the rest waits
+    /// for the connection's next turn, which no readiness event announces.
+    BudgetSpent,
 }
 
 #[cfg(test)]
@@ -137,11 +166,17 @@ mod tests {
             take: 3,
             budget: 4,
         };
-        assert!(!out.write_to(&mut sock).unwrap());
+        assert_eq!(
+            out.write_to(&mut sock, usize::MAX).unwrap(),
+            Flushed::WouldBlock
+        );
         assert_eq!(out.len(), 11 - 4);
         out.push_line(b"gamma");
         sock.budget = usize::MAX;
-        assert!(out.write_to(&mut sock).unwrap());
+        assert_eq!(
+            out.write_to(&mut sock, usize::MAX).unwrap(),
+            Flushed::Drained
+        );
         assert_eq!(sock.taken, b"alpha\nbeta\ngamma\n");
         assert!(out.is_empty());
     }
@@ -163,12 +198,34 @@ mod tests {
             take: usize::MAX,
             budget: OUTPUT_HIGH_WATER - OUTPUT_LOW_WATER - 1,
         };
-        assert!(!out.write_to(&mut sock).unwrap());
+        assert_eq!(
+            out.write_to(&mut sock, usize::MAX).unwrap(),
+            Flushed::WouldBlock
+        );
         assert!(!out.is_full());
         assert!(!out.has_room(), "between the marks the sender stays paused");
         sock.budget = 1;
-        assert!(!out.write_to(&mut sock).unwrap());
+        assert_eq!(
+            out.write_to(&mut sock, usize::MAX).unwrap(),
+            Flushed::WouldBlock
+        );
         assert!(out.has_room());
+    }
+
+    #[test]
+    fn a_write_stops_at_its_budget_and_the_rest_stays_in_order() {
+        let mut out = OutputBuffer::new();
+        out.push_line(b"alpha");
+        out.push_line(b"beta");
+        let mut sock = Trickle {
+            taken: Vec::new(),
+            take: 4,
+            budget: usize::MAX,
+        };
+        assert_eq!(out.write_to(&mut sock, 7).unwrap(), Flushed::BudgetSpent);
+        assert_eq!(sock.taken, b"alpha\nb", "no write goes past the budget");
+        assert_eq!(out.write_to(&mut sock, 100).unwrap(), Flushed::Drained);
+        assert_eq!(sock.taken, b"alpha\nbeta\n");
     }
 
     #[test]
@@ -184,6 +241,6 @@ mod tests {
         }
         let mut out = OutputBuffer::new();
         out.push_line(b"x");
-        assert!(out.write_to(&mut Zero).is_err());
+        assert!(out.write_to(&mut Zero, usize::MAX).is_err());
     }
 }

@@ -28,7 +28,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::core::{Action, ConnId, Core, is_plain_chat};
 use crate::framing::{LineBuffer, LineTooLong};
-use crate::output::{OUTPUT_HIGH_WATER, OutputBuffer};
+use crate::output::{Flushed, OUTPUT_HIGH_WATER, OutputBuffer};
 
 /// The token of the signal pipe.
 const SIGNALS: Token = Token(usize::MAX);
@@ -65,6 +65,18 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// How long a stopping server waits for clients to take their final notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The most bytes one connection may read in one turn of the loop. Without a
+/// bound, a client that sends as fast as loopback allows keeps the loop
+/// reading from it forever, and every other client waits (Redis bounds each
+/// client the same way, with `NET_MAX_WRITES_PER_EVENT` for writes). A
+/// connection that still has bytes waiting gets another turn after the other
+/// ready connections had theirs.
+const READ_BUDGET: usize = READ_CHUNK;
+
+/// The most bytes written to one connection in one turn of the loop, for the
+/// same reason as [`READ_BUDGET`].
+const WRITE_BUDGET: usize = READ_CHUNK;
 
 /// At most this many discarding reads per turn for a closing connection, so
 /// a client that keeps sending cannot hold the loop; the linger deadline
@@ -122,6 +134,10 @@ struct Connection {
     write_interest: bool,
     /// Already in the list of connections to flush after this event.
     flush_scheduled: bool,
+    /// Already in the list of connections that get another turn: work is
+    /// left that no readiness event will announce (a read or write budget
+    /// ran out, or reading was resumed after a pause).
+    wants_turn: bool,
 }
 
 /// How far [`Server::read_lines`] reads before it stops.
@@ -155,6 +171,9 @@ pub struct Server {
     now: Instant,
     read_buffer: Vec<u8>,
     to_flush: Vec<usize>,
+    /// Connections with work left over from their last turn, served in
+    /// order after the events of the next poll, which then does not block.
+    turns: Vec<usize>,
     dead: Vec<usize>,
     /// Set when a signal asked us to stop: the time to stop waiting.
     stopping: Option<Instant>,
@@ -210,6 +229,7 @@ impl Server {
             now: Instant::now(),
             read_buffer: vec![0; READ_CHUNK],
             to_flush: Vec::new(),
+            turns: Vec::new(),
             dead: Vec::new(),
             stopping: None,
             spin_misses: SPIN_MISSES_ALLOWED,
@@ -265,6 +285,7 @@ impl Server {
                 }
                 self.flush_scheduled();
             }
+            self.serve_turns();
             if self.now >= next_tick {
                 self.on_tick();
                 next_tick += self.tick;
@@ -274,7 +295,9 @@ impl Server {
             }
             // The batch is over: now the keys of dead connections may be reused.
             for key in self.dead.drain(..) {
-                self.conns.remove(key);
+                if self.conns.remove(key).wants_turn {
+                    self.turns.retain(|&k| k != key);
+                }
             }
             if let Some(deadline) = self.stopping
                 && (self.conns.is_empty() || self.now >= deadline)
@@ -300,6 +323,10 @@ impl Server {
     /// gaps, or a machine whose cores are busy with other work, hardly pays
     /// for it.
     fn wait(&mut self, events: &mut Events, next_tick: Instant) -> io::Result<()> {
+        if !self.turns.is_empty() {
+            // Work is waiting: look for new events, but do not sleep.
+            return self.poll.poll(events, Some(Duration::ZERO));
+        }
         if !events.is_empty() {
             let stopped = self.spin_misses >= SPIN_MISSES_ALLOWED;
             let probe = stopped
@@ -376,6 +403,7 @@ impl Server {
             paused_on: None,
             write_interest: false,
             flush_scheduled: false,
+            wants_turn: false,
         });
         match role {
             Role::Portal => {
@@ -423,9 +451,11 @@ impl Server {
     }
 
     /// Reads and handles lines from an open connection until the socket is
-    /// drained, the connection leaves, or its partner's queue is full.
+    /// drained, the connection leaves, its partner's queue is full, or it has
+    /// read [`READ_BUDGET`] bytes in this turn; then it asks for another turn.
     fn read_lines(&mut self, key: usize, until: ReadUntil) {
         let mut drained = false;
+        let mut spent = 0;
         loop {
             if !self.handle_buffered_lines(key) {
                 return;
@@ -435,6 +465,11 @@ impl Server {
                 conn.input.shrink_if_empty();
                 return;
             }
+            if spent >= READ_BUDGET {
+                // More may be waiting, and edge-triggered readiness will not
+                // say so again: come back after the others had their turn.
+                return self.give_another_turn(key);
+            }
             match conn.stream.read(&mut self.read_buffer) {
                 Ok(0) => {
                     trace!("connection {key}: end of stream");
@@ -443,6 +478,7 @@ impl Server {
                 Ok(n) => {
                     trace!("connection {key}: read {n} bytes");
                     conn.input.extend(&self.read_buffer[..n]);
+                    spent += n;
                     drained = until == ReadUntil::ShortRead && n < READ_CHUNK;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
@@ -665,8 +701,8 @@ impl Server {
         if matches!(conn.state, State::Dead) {
             return;
         }
-        let drained = match conn.output.write_to(&mut conn.stream) {
-            Ok(drained) => drained,
+        let flushed = match conn.output.write_to(&mut conn.stream, WRITE_BUDGET) {
+            Ok(flushed) => flushed,
             Err(e) => {
                 debug!("connection {key}: write failed: {e}");
                 return self.lose(key);
@@ -676,8 +712,12 @@ impl Server {
             "connection {key}: flushed, {} bytes still queued",
             conn.output.len()
         );
-        // Register WRITABLE while output waits, drop it once all is out.
-        let wants_write = !drained;
+        let drained = flushed == Flushed::Drained;
+        // Register WRITABLE while the socket is full, drop it once it takes
+        // bytes again. A spent budget needs no event: the socket still takes
+        // bytes, so no WRITABLE edge would come; the rest goes out in the
+        // connection's next turn.
+        let wants_write = flushed == Flushed::WouldBlock;
         if wants_write != conn.write_interest {
             conn.write_interest = wants_write;
             let interest = interest(wants_write);
@@ -690,6 +730,10 @@ impl Server {
                 return self.lose(key);
             }
         }
+        if flushed == Flushed::BudgetSpent {
+            self.give_another_turn(key);
+        }
+        let conn = &mut self.conns[key];
         if drained
             && let State::Closing {
                 write_shut,
@@ -733,9 +777,43 @@ impl Server {
         self.conns[key].paused_on = None;
         self.core.handle_held_back(ConnId(key), false, self.now);
         // Edge-triggered: bytes that arrived while we were paused were
-        // announced already, so read now, to the end, rather than wait for
-        // an event that may never come.
-        self.read_lines(key, ReadUntil::WouldBlock);
+        // announced already, so no event will come for them. Reading them
+        // here, though, would run this connection's work inside another's
+        // (the flush that made room), and a fast pair would then feed each
+        // other without the loop ever polling again. It gets a turn instead.
+        self.give_another_turn(key);
+    }
+
+    /// Puts `key` in the list of connections served after the next poll.
+    fn give_another_turn(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.wants_turn {
+            conn.wants_turn = true;
+            self.turns.push(key);
+        }
+    }
+
+    /// Serves every connection that asked for another turn, in the order
+    /// they asked, each within its budgets. A connection that uses up a
+    /// budget again goes to the back of the list for the next round, so
+    /// this returns after one round however busy the clients are.
+    fn serve_turns(&mut self) {
+        for key in std::mem::take(&mut self.turns) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.wants_turn = false;
+            if matches!(conn.state, State::Dead) {
+                continue;
+            }
+            if !conn.output.is_empty() {
+                self.flush(key);
+            }
+            if matches!(self.conns[key].state, State::Open) {
+                self.read_lines(key, ReadUntil::WouldBlock);
+            }
+            self.flush_scheduled();
+        }
     }
 
     /// The peer is gone (reset, broken pipe): tell the core, close at once.
