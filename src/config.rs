@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::core::Timeouts;
+use crate::wire::Wire;
 
 /// Usage text printed by `chat-server --help`.
 pub const USAGE: &str = "\
@@ -23,6 +24,9 @@ Options:
   --session-limit SECS      longest session, 0 for no limit      [0]
   --tick-ms MS              timer tick                           [1000]
   --max-line BYTES          longest chat line                    [8192]
+  --wire line|dotnet        how messages are framed on every port [line]
+  --spin-us US              busy-poll this long before sleeping after
+                            traffic: lower latency for more CPU; 0 off [20]
   -h, --help                print this help
 
 SECS may have a fraction (0.5). Logs go to stderr; set RUST_LOG=debug or
@@ -43,6 +47,10 @@ pub struct Config {
     pub tick: Duration,
     /// Longest chat line in bytes, terminator excluded.
     pub max_line: usize,
+    /// How messages are framed on every listener.
+    pub wire: Wire,
+    /// How long the loop may busy-poll before it sleeps (0: never).
+    pub spin: Duration,
 }
 
 impl Default for Config {
@@ -51,14 +59,11 @@ impl Default for Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: 50000,
             workers: 4,
-            timeouts: Timeouts {
-                assign: Duration::from_secs(10),
-                handshake: Duration::from_secs(5),
-                idle: Duration::from_secs(60),
-                session: None,
-            },
+            timeouts: Timeouts::default(),
             tick: Duration::from_millis(1000),
             max_line: 8192,
+            wire: Wire::Line,
+            spin: crate::spin::DEFAULT_WINDOW,
         }
     }
 }
@@ -135,6 +140,11 @@ where
                 if config.max_line == 0 {
                     return Err(bad("must be at least 1"));
                 }
+            }
+            "--wire" => config.wire = value.parse().map_err(|e: String| bad(&e))?,
+            "--spin-us" => {
+                let us: u64 = value.parse().map_err(|_| bad("not a whole number"))?;
+                config.spin = Duration::from_micros(us);
             }
             _ => return Err(format!("unknown option {flag} (see --help)")),
         }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use rand::{CryptoRng, Rng};
+use subtle::ConstantTimeEq;
 
 /// Whether a line from a chatting client is plain chat: neither the
 /// terminate command nor a line posing as the server. With a partner
@@ -55,6 +56,19 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Longest session, if limited.
     pub session: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    /// The server's defaults: 10 s to claim a port, 5 s for the passcode,
+    /// 60 s of silence, no session limit.
+    fn default() -> Self {
+        Timeouts {
+            assign: Duration::from_secs(10),
+            handshake: Duration::from_secs(5),
+            idle: Duration::from_secs(60),
+            session: None,
+        }
+    }
 }
 
 /// The portal's answer to a new client.
@@ -122,15 +136,12 @@ enum Slot {
 enum Phase {
     /// Connected to a worker port; its first line must be the passcode.
     AwaitingCode { worker: usize, deadline: Instant },
-    /// Holds `worker` after a good handshake.
-    ///
-    /// While `held`, the event loop is holding its lines back for a partner
-    /// that is not reading: it is sending, not idle, though no line reaches us.
+    /// Holds `worker` after a good handshake. `last_line` is the last time
+    /// it said something, or something it said moved on to its partner.
     Chatting {
         worker: usize,
         last_line: Instant,
         started: Instant,
-        held: bool,
     },
 }
 
@@ -146,6 +157,8 @@ pub struct Core<R> {
     timeouts: Timeouts,
     rng: R,
     actions: VecDeque<Action>,
+    /// `handle_shutdown` emptied the free stack for good.
+    shut_down: bool,
 }
 
 impl<R: Rng + CryptoRng> Core<R> {
@@ -166,6 +179,7 @@ impl<R: Rng + CryptoRng> Core<R> {
             timeouts,
             rng,
             actions: VecDeque::new(),
+            shut_down: false,
         }
     }
 
@@ -262,24 +276,50 @@ impl<R: Rng + CryptoRng> Core<R> {
     /// [`is_plain_chat`] accepts, and the event loop
     /// forwarded them to the partner: the same as
     /// [`handle_line`](Self::handle_line) for each of them, in one call.
+    ///
+    /// The relay also calls it when lines `conn` sent earlier, held back for
+    /// a partner that reads slowly, move on: a held sender is sending, not
+    /// idle, as long as what it sends moves at all.
     pub fn handle_forwarded_run(&mut self, conn: ConnId, now: Instant) {
         self.note_activity(conn, now);
     }
 
-    /// The event loop stopped (`held == true`) or resumed reading `conn`
-    /// because its partner's queue was full. A held client is sending, not
-    /// idle, so its idle clock stops, and restarts from `now` on release.
-    pub fn handle_held_back(&mut self, conn: ConnId, held: bool, now: Instant) {
-        if let Some(Phase::Chatting {
-            last_line,
-            held: was_held,
-            ..
-        }) = self.phase_mut(conn)
-        {
-            if *was_held && !held {
-                *last_line = now;
+    /// A line from `conn` holds a byte that some readers of its wire take as
+    /// the end of a line (a bare `\r` in line mode), so forwarding it could
+    /// show the partner a forged second line. In a session it is refused
+    /// with a notice; before the handshake it is a handshake attempt like
+    /// any other (and cannot match a passcode).
+    pub fn handle_hidden_break(
+        &mut self,
+        conn: ConnId,
+        line: &[u8],
+        now: Instant,
+    ) -> Option<ConnId> {
+        match self.phase(conn)? {
+            Phase::AwaitingCode { .. } => self.handle_line(conn, line, now),
+            Phase::Chatting { worker, .. } => {
+                self.note_activity(conn, now);
+                let port = self.ports[worker];
+                self.send(
+                    conn,
+                    format!("SERVER{port}>>> Refused: chat lines may not hold a carriage return"),
+                );
+                None
             }
-            *was_held = held;
+        }
+    }
+
+    /// `conn` sent bytes that cannot be a message of its wire at all (a bad
+    /// length prefix): tell it, and end it, as for a line too long.
+    pub fn handle_malformed(&mut self, conn: ConnId) {
+        match self.phase(conn) {
+            Some(Phase::AwaitingCode { worker, .. }) => self.refuse_handshake(conn, worker),
+            Some(Phase::Chatting { worker, .. }) => {
+                let port = self.ports[worker];
+                let notice = format!("SERVER{port}>>> Malformed message; closing");
+                self.end_session(conn, Some(notice));
+            }
+            None => {}
         }
     }
 
@@ -331,12 +371,9 @@ impl<R: Rng + CryptoRng> Core<R> {
                     self.close(conn);
                 }
                 Some(Phase::Chatting {
-                    last_line,
-                    started,
-                    held,
-                    ..
+                    last_line, started, ..
                 }) => {
-                    if !held && now >= last_line + self.timeouts.idle {
+                    if now >= last_line + self.timeouts.idle {
                         self.end_session(conn, Some("SERVER>>> TIMEOUT".to_string()));
                     } else if self
                         .timeouts
@@ -361,6 +398,53 @@ impl<R: Rng + CryptoRng> Core<R> {
         }
         self.free.clear();
         self.slots.iter_mut().for_each(|slot| *slot = Slot::Free);
+        self.shut_down = true;
+    }
+
+    /// Checks the core's own rules and panics with the one broken: every
+    /// port is free, reserved or occupied, and only free ports are on the
+    /// free stack, each once; an occupied port is held by a client in a
+    /// session on that very port, and every such client holds its port;
+    /// partners are mutual. For tests and fuzzing; it is not called by the
+    /// server.
+    pub fn check_invariants(&self) {
+        let mut on_stack = vec![false; self.slots.len()];
+        for &worker in &self.free {
+            assert!(!on_stack[worker], "worker {worker} twice on the free stack");
+            on_stack[worker] = true;
+        }
+        for (worker, slot) in self.slots.iter().enumerate() {
+            if !self.shut_down {
+                assert_eq!(
+                    on_stack[worker],
+                    matches!(slot, Slot::Free),
+                    "worker {worker}: on the free stack if and only if free"
+                );
+            }
+            if let Slot::Occupied { conn } = slot {
+                assert!(
+                    matches!(self.phase(*conn), Some(Phase::Chatting { worker: w, .. }) if w == worker),
+                    "worker {worker} occupied by {conn:?}, which is not in a session on it"
+                );
+            }
+        }
+        for (index, phase) in self.conns.iter().enumerate() {
+            let conn = ConnId(index);
+            if let Some(Phase::Chatting { worker, .. }) = phase {
+                assert!(
+                    matches!(self.slots[*worker], Slot::Occupied { conn: c } if c == conn),
+                    "{conn:?} in a session without holding worker {worker}"
+                );
+            }
+            if let Some(partner) = self.partner(conn) {
+                assert_ne!(partner, conn, "{conn:?} is its own partner");
+                assert_eq!(
+                    self.partner(partner),
+                    Some(conn),
+                    "{conn:?}: one-sided pair"
+                );
+            }
+        }
     }
 
     /// The state of worker port number `worker`.
@@ -387,7 +471,9 @@ impl<R: Rng + CryptoRng> Core<R> {
         // its port has not come yet.
         let matches = match &self.slots[worker] {
             Slot::Reserved { code, lapses } => {
-                now < *lapses && constant_time_eq(offered, code.as_bytes())
+                // Compared in constant time, so the time taken does not tell
+                // an attacker how much of a guess was right.
+                now < *lapses && bool::from(offered.ct_eq(code.as_bytes()))
             }
             _ => false,
         };
@@ -404,7 +490,6 @@ impl<R: Rng + CryptoRng> Core<R> {
                 worker,
                 last_line: now,
                 started: now,
-                held: false,
             }),
         );
         log::debug!("port {port}: handshake accepted");
@@ -501,17 +586,6 @@ fn strip_handshake_prefix(line: &[u8], port: u16) -> &[u8] {
     line.strip_prefix(prefix.as_bytes()).unwrap_or(line)
 }
 
-/// Compares without stopping at the first difference, so the time taken does
-/// not tell an attacker how much of a guess was right.
-fn constant_time_eq(offered: &[u8], expected: &[u8]) -> bool {
-    let mut diff = offered.len() ^ expected.len();
-    for (i, &want) in expected.iter().enumerate() {
-        let got = offered.get(i).copied().unwrap_or(!want);
-        diff |= usize::from(got ^ want);
-    }
-    diff == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,12 +595,7 @@ mod tests {
     const PORTS: [u16; 4] = [50001, 50002, 50003, 50004];
 
     fn timeouts() -> Timeouts {
-        Timeouts {
-            assign: Duration::from_secs(10),
-            handshake: Duration::from_secs(5),
-            idle: Duration::from_secs(60),
-            session: None,
-        }
+        Timeouts::default()
     }
 
     struct Harness {
@@ -549,6 +618,7 @@ mod tests {
         }
 
         fn actions(&mut self) -> Vec<Action> {
+            self.core.check_invariants();
             std::iter::from_fn(|| self.core.poll_action()).collect()
         }
 
@@ -836,20 +906,39 @@ mod tests {
     }
 
     #[test]
-    fn a_held_back_sender_is_not_idle() {
+    fn a_line_with_a_hidden_break_is_refused_in_a_session() {
         let mut h = Harness::new(timeouts());
         let (_, a) = h.join(0);
-        h.core.handle_held_back(a, true, h.at(10));
-        h.core.handle_tick(h.at(100));
-        assert!(h.actions().is_empty(), "held from 10 s to 100 s");
-        h.core.handle_held_back(a, false, h.at(100));
-        h.core.handle_tick(h.at(159));
-        assert!(
-            h.actions().is_empty(),
-            "the idle clock restarted at the release"
+        let (_, _b) = h.join(0);
+        h.actions();
+        let forged = b"hi\rSERVER50002>>> Partner 50001 left";
+        assert_eq!(h.core.handle_hidden_break(a, forged, h.at(1)), None);
+        assert_eq!(
+            h.actions(),
+            vec![send(
+                a,
+                "SERVER50001>>> Refused: chat lines may not hold a carriage return"
+            )]
         );
-        h.core.handle_tick(h.at(160));
-        assert!(h.actions().contains(&send(a, "SERVER>>> TIMEOUT")));
+    }
+
+    #[test]
+    fn a_malformed_message_ends_the_session_or_the_handshake() {
+        let mut h = Harness::new(timeouts());
+        let (_, a) = h.join(0);
+        h.actions();
+        h.core.handle_malformed(a);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(a, "SERVER50001>>> Malformed message; closing"),
+                Action::Close { conn: a }
+            ]
+        );
+        let (port, _) = h.assign(0);
+        let conn = h.connect(port, 0);
+        h.core.handle_malformed(conn);
+        assert!(h.actions().contains(&Action::Close { conn }));
     }
 
     #[test]
@@ -1003,14 +1092,5 @@ mod tests {
                 Action::Close { conn: pending },
             ]
         );
-    }
-
-    #[test]
-    fn constant_time_eq_compares_whole_strings() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abd", b"abc"));
-        assert!(!constant_time_eq(b"ab", b"abc"));
-        assert!(!constant_time_eq(b"abcd", b"abc"));
-        assert!(!constant_time_eq(b"", b"abc"));
     }
 }

@@ -10,22 +10,29 @@
 //! - [`config`]: the server's command line, its defaults and checks.
 //! - [`core`]: the protocol itself (port stack, passcodes, pairing,
 //!   deadlines) with no I/O; time and randomness are passed in.
-//! - [`framing`]: splitting received bytes into lines, with a length limit.
+//! - [`wire`]: wire codecs on plain bytes: how messages are cut out of a
+//!   byte stream and framed again, with a length limit.
 //! - [`output`]: a connection's queued output and the backpressure marks.
+//! - [`relay`]: everything decided about connections, with no I/O: buffers,
+//!   backpressure, the closing lifecycle, and the turns that keep one busy
+//!   client from holding the loop.
+//! - [`spin`]: when the loop busy-polls before it sleeps.
 //! - [`server`]: the event loop, the only module that touches mio: listeners,
-//!   the slab of connections, the tick and signals.
+//!   the slab of sockets, the tick and signals; it only moves bytes.
 //! - [`client`]: the client's side of the protocol, shared by `chat-client`,
 //!   the tests and the benchmarks.
 //!
-//! Reading order for a newcomer: `core` (what the rules are), then `server`
-//! (how readiness events become calls on the core).
+//! Reading order for a newcomer: `core` (what the rules are), then `relay`
+//! (what happens to a connection's bytes), then `server` (how readiness
+//! events become calls on the relay, and its answers system calls).
 
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod config;
 pub mod core;
-pub mod framing;
-pub mod wire;
 pub mod output;
+pub mod relay;
 pub mod server;
+pub mod spin;
+pub mod wire;

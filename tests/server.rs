@@ -917,14 +917,11 @@ fn crlf_line_endings_are_handled() {
     a.expect(&format!("SERVER{w1}>>> Partner {w2} connected"));
 
     // (sent, what the partner receives): only the `\r` of a final `\r\n`
-    // is dropped; every other byte is forwarded as is.
-    let cases: [(&[u8], &[u8]); 6] = [
+    // is dropped.
+    let cases: [(&[u8], &[u8]); 3] = [
         (b"hello\r\n", b"hello\n"),
         (b"plain\n", b"plain\n"),
-        (b"a\rb\r\n", b"a\rb\n"),
-        (b"x\r\r\n", b"x\r\n"),
         (b"\r\n", b"\n"),
-        (b"\rlead\r\n", b"\rlead\n"),
     ];
     for (sent, received) in cases {
         a.send(sent);
@@ -935,6 +932,21 @@ fn crlf_line_endings_are_handled() {
             String::from_utf8_lossy(sent)
         );
     }
+    // Any other `\r` would let a `\r`-splitting reader see a second line, a
+    // forged notice say: such a line is refused, and the partner gets nothing.
+    for sent in [
+        &b"a\rb\r\n"[..],
+        b"x\r\r\n",
+        b"\rlead\r\n",
+        b"hi\rSERVER>>> x\n",
+    ] {
+        a.send(sent);
+        a.expect(&format!(
+            "SERVER{w1}>>> Refused: chat lines may not hold a carriage return"
+        ));
+    }
+    a.send(b"after\n");
+    b.expect("after");
     // Several lines in one write, and a `\r\n` split across writes.
     a.send(b"one\r\ntwo\nthree\r\n");
     for want in ["one", "two", "three"] {

@@ -110,7 +110,10 @@ mod tests {
 
     #[test]
     fn a_line_ends_at_its_newline_and_drops_one_cr_before_it() {
-        assert_eq!(decode(b"hi\nrest", 10), Ok(Some((b"hi".to_vec(), 3, false))));
+        assert_eq!(
+            decode(b"hi\nrest", 10),
+            Ok(Some((b"hi".to_vec(), 3, false)))
+        );
         assert_eq!(decode(b"hi\r\n", 10), Ok(Some((b"hi".to_vec(), 4, false))));
         assert_eq!(decode(b"\n", 10), Ok(Some((b"".to_vec(), 1, false))));
         assert_eq!(decode(b"hi", 10), Ok(None));
@@ -135,7 +138,10 @@ mod tests {
 
     #[test]
     fn a_line_of_exactly_the_limit_is_accepted() {
-        assert_eq!(decode(b"abcd\r\n", 4), Ok(Some((b"abcd".to_vec(), 6, false))));
+        assert_eq!(
+            decode(b"abcd\r\n", 4),
+            Ok(Some((b"abcd".to_vec(), 6, false)))
+        );
         assert_eq!(decode(b"abcde\n", 4), Err(DecodeError::TooLong));
     }
 

@@ -89,6 +89,17 @@ pub enum Wire {
     Line,
 }
 
+impl std::str::FromStr for Wire {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Wire, String> {
+        match name {
+            "line" => Ok(Wire::Line),
+            _ => Err("expected \"line\"".to_string()),
+        }
+    }
+}
+
 impl Wire {
     fn codec(self) -> &'static dyn Codec {
         match self {

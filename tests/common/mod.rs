@@ -694,9 +694,14 @@ impl Received {
     }
 }
 
+/// How often a slow [`Drain`] reads its next few lines.
+pub const SLOW_BEAT: Duration = Duration::from_millis(500);
+
 /// A thread reading everything the server sends to one client.
 pub struct Drain {
     stop: Arc<AtomicBool>,
+    /// Lines read per 500 ms while slow; 0 reads at full speed.
+    pace: Arc<AtomicU64>,
     /// What was read so far.
     pub log: Arc<Mutex<Received>>,
     handle: JoinHandle<()>,
@@ -706,14 +711,31 @@ impl Drain {
     /// Starts reading `reader` for the client on `me`, whose partner is
     /// `partner`.
     pub fn start(reader: BufReader<TcpStream>, me: u16, partner: u16) -> Drain {
+        Drain::start_slow(reader, me, partner, 0)
+    }
+
+    /// Like [`start`](Self::start), but reads only `lines` chat lines per
+    /// [`SLOW_BEAT`] (0: full speed) until [`full_speed`](Self::full_speed).
+    pub fn start_slow(reader: BufReader<TcpStream>, me: u16, partner: u16, lines: u64) -> Drain {
         let stop = Arc::new(AtomicBool::new(false));
+        let pace = Arc::new(AtomicU64::new(lines));
         let log = Arc::new(Mutex::new(Received::default()));
-        let (stop2, log2) = (stop.clone(), log.clone());
+        let (stop2, pace2, log2) = (stop.clone(), pace.clone(), log.clone());
         let handle = std::thread::spawn(move || {
-            let end = drain(reader, me, partner, &stop2, &log2);
+            let end = drain(reader, me, partner, &stop2, &pace2, &log2);
             log2.lock().unwrap().end = Some(end);
         });
-        Drain { stop, log, handle }
+        Drain {
+            stop,
+            pace,
+            log,
+            handle,
+        }
+    }
+
+    /// Reads at full speed from now on.
+    pub fn full_speed(&self) {
+        self.pace.store(0, Ordering::SeqCst);
     }
 
     /// A copy of what was read so far.
@@ -745,6 +767,7 @@ fn drain(
     me: u16,
     partner: u16,
     stop: &AtomicBool,
+    pace: &AtomicU64,
     log: &Mutex<Received>,
 ) -> End {
     if let Err(e) = reader.get_ref().set_read_timeout(Some(POLL)) {
@@ -794,8 +817,13 @@ fn drain(
             }
             log.chat += 1;
         }
+        let chat = log.chat;
         drop(log);
         line.clear();
+        let lines_per_beat = pace.load(Ordering::SeqCst);
+        if lines_per_beat > 0 && chat.is_multiple_of(lines_per_beat) {
+            std::thread::sleep(SLOW_BEAT); // a slow reader's own pace
+        }
     }
 }
 
