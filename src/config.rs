@@ -24,6 +24,12 @@ Options:
   --session-limit SECS      longest session, 0 for no limit      [0]
   --tick-ms MS              timer tick                           [1000]
   --max-line BYTES          longest chat line                    [8192]
+  --max-per-ip N            worker ports one source address may hold
+                            (reservations and sessions), 0 for no
+                            limit; it may also have 4N unauthenticated
+                            worker connections                   [0]
+  --max-queued-mib M        output queued for all clients together
+                            before every sender is held back     [256]
   --wire line|dotnet        how messages are framed on every port [line]
   --spin-us US              busy-poll this long before sleeping after
                             traffic: lower latency for more CPU; 0 off [20]
@@ -47,6 +53,10 @@ pub struct Config {
     pub tick: Duration,
     /// Longest chat line in bytes, terminator excluded.
     pub max_line: usize,
+    /// Worker ports one source address may hold at once; 0: no limit.
+    pub max_per_ip: usize,
+    /// Bytes queued for all clients together before senders are held back.
+    pub max_queued: usize,
     /// How messages are framed on every listener.
     pub wire: Wire,
     /// How long the loop may busy-poll before it sleeps (0: never).
@@ -62,6 +72,8 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             tick: Duration::from_millis(1000),
             max_line: 8192,
+            max_per_ip: 0,
+            max_queued: 256 << 20,
             wire: Wire::Line,
             spin: crate::spin::DEFAULT_WINDOW,
         }
@@ -140,6 +152,16 @@ where
                 if config.max_line == 0 {
                     return Err(bad("must be at least 1"));
                 }
+            }
+            "--max-per-ip" => {
+                config.max_per_ip = value.parse().map_err(|_| bad("not a whole number"))?
+            }
+            "--max-queued-mib" => {
+                let mib: usize = value.parse().map_err(|_| bad("not a whole number"))?;
+                if mib == 0 || mib > 1 << 20 {
+                    return Err(bad("must be from 1 to 1048576"));
+                }
+                config.max_queued = mib << 20;
             }
             "--wire" => config.wire = value.parse().map_err(|e: String| bad(&e))?,
             "--spin-us" => {

@@ -10,7 +10,8 @@
 //! worker `2k` is paired with `2k + 1`, which is the "1 with 2, 3 with 4" of the
 //! wire protocol.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -115,6 +116,21 @@ pub enum Action {
     },
 }
 
+/// How many ports and connections are in each state (see [`Core::census`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Worker ports on the free stack.
+    pub free: usize,
+    /// Worker ports handed out by the portal, waiting for their passcode.
+    pub reserved: usize,
+    /// Worker ports held by a client in a session.
+    pub occupied: usize,
+    /// Connections on worker ports that have not sent their passcode yet.
+    pub awaiting: usize,
+    /// Connections in a session.
+    pub chatting: usize,
+}
+
 /// The state of one worker port, as seen from outside the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortState {
@@ -126,16 +142,40 @@ pub enum PortState {
     Occupied(ConnId),
 }
 
+/// A worker port's state. A reserved or occupied port is counted against
+/// the source address that holds it (`--max-per-ip`): the portal client's
+/// for a reservation, the session client's for a session.
 enum Slot {
     Free,
-    Reserved { code: String, lapses: Instant },
-    Occupied { conn: ConnId },
+    Reserved {
+        code: String,
+        lapses: Instant,
+        by: IpAddr,
+    },
+    Occupied {
+        conn: ConnId,
+        by: IpAddr,
+    },
+}
+
+impl Slot {
+    fn holder(&self) -> Option<IpAddr> {
+        match self {
+            Slot::Free => None,
+            Slot::Reserved { by, .. } | Slot::Occupied { by, .. } => Some(*by),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
 enum Phase {
-    /// Connected to a worker port; its first line must be the passcode.
-    AwaitingCode { worker: usize, deadline: Instant },
+    /// Connected to a worker port from `from`; its first line must be the
+    /// passcode.
+    AwaitingCode {
+        worker: usize,
+        deadline: Instant,
+        from: IpAddr,
+    },
     /// Holds `worker` after a good handshake. `last_line` is the last time
     /// it said something, or something it said moved on to its partner.
     Chatting {
@@ -143,6 +183,54 @@ enum Phase {
         last_line: Instant,
         started: Instant,
     },
+}
+
+/// What one source address holds, for `--max-per-ip`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Usage {
+    /// Worker ports reserved for it or held by its sessions.
+    ports: usize,
+    /// Its connections on worker ports that have not passed the handshake.
+    unauthenticated: usize,
+}
+
+/// Per-source limits: with `max` N > 0, a source address may hold at most N
+/// worker ports and 4·N unauthenticated worker connections at once, so one
+/// source cannot take every port from the others. 0 means no limit, and
+/// then nothing is counted at all.
+struct Sources {
+    max: usize,
+    usage: HashMap<IpAddr, Usage>,
+}
+
+impl Sources {
+    /// Unauthenticated connections allowed per port a source may hold:
+    /// enough for a client that retries, far from enough to hold every port.
+    const CONNECTIONS_PER_PORT: usize = 4;
+
+    fn may_take_port(&self, ip: IpAddr) -> bool {
+        self.max == 0 || self.get(ip).ports < self.max
+    }
+
+    fn may_connect(&self, ip: IpAddr) -> bool {
+        self.max == 0 || self.get(ip).unauthenticated < Self::CONNECTIONS_PER_PORT * self.max
+    }
+
+    fn get(&self, ip: IpAddr) -> Usage {
+        self.usage.get(&ip).copied().unwrap_or_default()
+    }
+
+    /// Changes what `ip` holds, forgetting sources that hold nothing.
+    fn change(&mut self, ip: IpAddr, change: impl FnOnce(&mut Usage)) {
+        if self.max == 0 {
+            return;
+        }
+        let usage = self.usage.entry(ip).or_default();
+        change(usage);
+        if *usage == Usage::default() {
+            self.usage.remove(&ip);
+        }
+    }
 }
 
 /// The whole protocol state of the server.
@@ -159,6 +247,7 @@ pub struct Core<R> {
     actions: VecDeque<Action>,
     /// `handle_shutdown` emptied the free stack for good.
     shut_down: bool,
+    sources: Sources,
 }
 
 impl<R: Rng + CryptoRng> Core<R> {
@@ -180,7 +269,20 @@ impl<R: Rng + CryptoRng> Core<R> {
             rng,
             actions: VecDeque::new(),
             shut_down: false,
+            sources: Sources {
+                max: 0,
+                usage: HashMap::new(),
+            },
         }
+    }
+
+    /// Limits every source address to `max` worker ports (reservations and
+    /// sessions) and 4 × `max` unauthenticated worker connections; 0 is no
+    /// limit. Over it, the portal answers that source "full" and a worker
+    /// connection from it gets the wrong-passcode answer.
+    pub fn with_max_per_ip(mut self, max: usize) -> Self {
+        self.sources.max = max;
+        self
     }
 
     /// The next thing to do, if any. Call until `None` after every `handle_*`.
@@ -188,16 +290,24 @@ impl<R: Rng + CryptoRng> Core<R> {
         self.actions.pop_front()
     }
 
-    /// A client connected to the portal: reserve the top free port for it.
-    pub fn handle_portal_request(&mut self, now: Instant) -> PortalReply {
+    /// A client from `source` connected to the portal: reserve the top free
+    /// port for it.
+    pub fn handle_portal_request(&mut self, source: IpAddr, now: Instant) -> PortalReply {
+        if !self.sources.may_take_port(source) {
+            return PortalReply::Full;
+        }
         let Some(worker) = self.free.pop() else {
             return PortalReply::Full;
         };
         let code = Alphanumeric.sample_string(&mut self.rng, PASSCODE_LEN);
-        self.slots[worker] = Slot::Reserved {
-            code: code.clone(),
-            lapses: now + self.timeouts.assign,
-        };
+        self.set_slot(
+            worker,
+            Slot::Reserved {
+                code: code.clone(),
+                lapses: now + self.timeouts.assign,
+                by: source,
+            },
+        );
         log::debug!("portal: reserved worker port {}", self.ports[worker]);
         PortalReply::Assigned {
             port: self.ports[worker],
@@ -205,11 +315,32 @@ impl<R: Rng + CryptoRng> Core<R> {
         }
     }
 
-    /// A connection arrived on worker port number `worker`.
-    pub fn handle_worker_connect(&mut self, conn: ConnId, worker: usize, now: Instant) {
+    /// A connection from `source` arrived on worker port number `worker`.
+    /// A source with too many unauthenticated connections already is
+    /// answered as a wrong passcode at once.
+    pub fn handle_worker_connect(
+        &mut self,
+        conn: ConnId,
+        worker: usize,
+        source: IpAddr,
+        now: Instant,
+    ) {
         debug_assert!(self.phase(conn).is_none(), "{conn:?} is still in use");
+        if !self.sources.may_connect(source) {
+            let port = self.ports[worker];
+            self.send(conn, format!("SERVER{port}>>> Wrong handshake passcode"));
+            self.actions.push_back(Action::Close { conn });
+            return;
+        }
         let deadline = now + self.timeouts.handshake;
-        self.set_phase(conn, Some(Phase::AwaitingCode { worker, deadline }));
+        self.set_phase(
+            conn,
+            Some(Phase::AwaitingCode {
+                worker,
+                deadline,
+                from: source,
+            }),
+        );
     }
 
     /// The longest line `conn` may send now: short before its handshake.
@@ -224,7 +355,7 @@ impl<R: Rng + CryptoRng> Core<R> {
     pub fn partner(&self, conn: ConnId) -> Option<ConnId> {
         match self.phase(conn)? {
             Phase::Chatting { worker, .. } => match self.slots[worker ^ 1] {
-                Slot::Occupied { conn } => Some(conn),
+                Slot::Occupied { conn, .. } => Some(conn),
                 _ => None,
             },
             Phase::AwaitingCode { .. } => None,
@@ -238,8 +369,8 @@ impl<R: Rng + CryptoRng> Core<R> {
     /// that chat traffic needs no allocation here.
     pub fn handle_line(&mut self, conn: ConnId, line: &[u8], now: Instant) -> Option<ConnId> {
         match self.phase(conn)? {
-            Phase::AwaitingCode { worker, .. } => {
-                self.handshake(conn, worker, line, now);
+            Phase::AwaitingCode { worker, from, .. } => {
+                self.handshake(conn, worker, from, line, now);
                 None
             }
             Phase::Chatting { worker, .. } => {
@@ -358,14 +489,16 @@ impl<R: Rng + CryptoRng> Core<R> {
                 && now >= lapses
             {
                 log::debug!("port {}: reservation lapsed", self.ports[worker]);
-                self.slots[worker] = Slot::Free;
+                self.set_slot(worker, Slot::Free);
                 self.free.push(worker);
             }
         }
         for index in 0..self.conns.len() {
             let conn = ConnId(index);
             match self.conns[index] {
-                Some(Phase::AwaitingCode { worker, deadline }) if now >= deadline => {
+                Some(Phase::AwaitingCode {
+                    worker, deadline, ..
+                }) if now >= deadline => {
                     let port = self.ports[worker];
                     self.send(conn, format!("SERVER{port}>>> Handshake timeout"));
                     self.close(conn);
@@ -397,7 +530,9 @@ impl<R: Rng + CryptoRng> Core<R> {
             }
         }
         self.free.clear();
-        self.slots.iter_mut().for_each(|slot| *slot = Slot::Free);
+        for worker in 0..self.slots.len() {
+            self.set_slot(worker, Slot::Free);
+        }
         self.shut_down = true;
     }
 
@@ -421,7 +556,7 @@ impl<R: Rng + CryptoRng> Core<R> {
                     "worker {worker}: on the free stack if and only if free"
                 );
             }
-            if let Slot::Occupied { conn } = slot {
+            if let Slot::Occupied { conn, .. } = slot {
                 assert!(
                     matches!(self.phase(*conn), Some(Phase::Chatting { worker: w, .. }) if w == worker),
                     "worker {worker} occupied by {conn:?}, which is not in a session on it"
@@ -432,7 +567,7 @@ impl<R: Rng + CryptoRng> Core<R> {
             let conn = ConnId(index);
             if let Some(Phase::Chatting { worker, .. }) = phase {
                 assert!(
-                    matches!(self.slots[*worker], Slot::Occupied { conn: c } if c == conn),
+                    matches!(self.slots[*worker], Slot::Occupied { conn: c, .. } if c == conn),
                     "{conn:?} in a session without holding worker {worker}"
                 );
             }
@@ -445,6 +580,18 @@ impl<R: Rng + CryptoRng> Core<R> {
                 );
             }
         }
+        if self.sources.max > 0 {
+            let mut usage: HashMap<IpAddr, Usage> = HashMap::new();
+            for ip in self.slots.iter().filter_map(Slot::holder) {
+                usage.entry(ip).or_default().ports += 1;
+            }
+            for phase in self.conns.iter().flatten() {
+                if let Phase::AwaitingCode { from, .. } = phase {
+                    usage.entry(*from).or_default().unauthenticated += 1;
+                }
+            }
+            assert_eq!(usage, self.sources.usage, "per-source counts");
+        }
     }
 
     /// The state of worker port number `worker`.
@@ -452,8 +599,27 @@ impl<R: Rng + CryptoRng> Core<R> {
         match self.slots[worker] {
             Slot::Free => PortState::Free,
             Slot::Reserved { .. } => PortState::Reserved,
-            Slot::Occupied { conn } => PortState::Occupied(conn),
+            Slot::Occupied { conn, .. } => PortState::Occupied(conn),
         }
+    }
+
+    /// How many ports and connections are in each state.
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for slot in &self.slots {
+            match slot {
+                Slot::Free => census.free += 1,
+                Slot::Reserved { .. } => census.reserved += 1,
+                Slot::Occupied { .. } => census.occupied += 1,
+            }
+        }
+        for phase in self.conns.iter().flatten() {
+            match phase {
+                Phase::AwaitingCode { .. } => census.awaiting += 1,
+                Phase::Chatting { .. } => census.chatting += 1,
+            }
+        }
+        census
     }
 
     /// The free stack, bottom first, as port numbers.
@@ -461,7 +627,7 @@ impl<R: Rng + CryptoRng> Core<R> {
         self.free.iter().map(|&w| self.ports[w]).collect()
     }
 
-    fn handshake(&mut self, conn: ConnId, worker: usize, line: &[u8], now: Instant) {
+    fn handshake(&mut self, conn: ConnId, worker: usize, from: IpAddr, line: &[u8], now: Instant) {
         let port = self.ports[worker];
         let offered = strip_handshake_prefix(line, port);
         // Only a reservation of this very port can match. A free or occupied
@@ -470,7 +636,10 @@ impl<R: Rng + CryptoRng> Core<R> {
         // A lapsed reservation is dead at once, even if the tick that frees
         // its port has not come yet.
         let matches = match &self.slots[worker] {
-            Slot::Reserved { code, lapses } => {
+            // A client that would hold one port too many for its address
+            // (a reservation made from another address) fails the same way.
+            Slot::Reserved { by, .. } if *by != from && !self.sources.may_take_port(from) => false,
+            Slot::Reserved { code, lapses, .. } => {
                 // Compared in constant time, so the time taken does not tell
                 // an attacker how much of a guess was right.
                 now < *lapses && bool::from(offered.ct_eq(code.as_bytes()))
@@ -483,7 +652,7 @@ impl<R: Rng + CryptoRng> Core<R> {
             self.refuse_handshake(conn, worker);
             return;
         }
-        self.slots[worker] = Slot::Occupied { conn };
+        self.set_slot(worker, Slot::Occupied { conn, by: from });
         self.set_phase(
             conn,
             Some(Phase::Chatting {
@@ -542,7 +711,7 @@ impl<R: Rng + CryptoRng> Core<R> {
             );
         }
         self.set_phase(conn, None);
-        self.slots[worker] = Slot::Free;
+        self.set_slot(worker, Slot::Free);
         self.free.push(worker);
     }
 
@@ -570,11 +739,31 @@ impl<R: Rng + CryptoRng> Core<R> {
         self.conns.get_mut(conn.0)?.as_mut()
     }
 
+    /// Every phase change goes through here, so the count of a source's
+    /// unauthenticated connections follows it.
     fn set_phase(&mut self, conn: ConnId, phase: Option<Phase>) {
         if conn.0 >= self.conns.len() {
             self.conns.resize(conn.0 + 1, None);
         }
+        if let Some(Phase::AwaitingCode { from, .. }) = self.conns[conn.0] {
+            self.sources.change(from, |u| u.unauthenticated -= 1);
+        }
+        if let Some(Phase::AwaitingCode { from, .. }) = phase {
+            self.sources.change(from, |u| u.unauthenticated += 1);
+        }
         self.conns[conn.0] = phase;
+    }
+
+    /// Every port change goes through here, so the count of the ports a
+    /// source holds follows it.
+    fn set_slot(&mut self, worker: usize, slot: Slot) {
+        if let Some(ip) = self.slots[worker].holder() {
+            self.sources.change(ip, |u| u.ports -= 1);
+        }
+        if let Some(ip) = slot.holder() {
+            self.sources.change(ip, |u| u.ports += 1);
+        }
+        self.slots[worker] = slot;
     }
 }
 
@@ -593,6 +782,8 @@ mod tests {
     use rand::rngs::StdRng;
 
     const PORTS: [u16; 4] = [50001, 50002, 50003, 50004];
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
     fn timeouts() -> Timeouts {
         Timeouts::default()
@@ -623,17 +814,26 @@ mod tests {
         }
 
         fn assign(&mut self, secs: u64) -> (u16, String) {
-            match self.core.handle_portal_request(self.at(secs)) {
+            self.assign_from(HOME, secs)
+        }
+
+        fn assign_from(&mut self, source: IpAddr, secs: u64) -> (u16, String) {
+            match self.core.handle_portal_request(source, self.at(secs)) {
                 PortalReply::Assigned { port, code } => (port, code),
                 PortalReply::Full => panic!("unexpectedly full"),
             }
         }
 
         fn connect(&mut self, port: u16, secs: u64) -> ConnId {
+            self.connect_from(HOME, port, secs)
+        }
+
+        fn connect_from(&mut self, source: IpAddr, port: u16, secs: u64) -> ConnId {
             let conn = ConnId(self.next_conn);
             self.next_conn += 1;
             let worker = PORTS.iter().position(|&p| p == port).unwrap();
-            self.core.handle_worker_connect(conn, worker, self.at(secs));
+            self.core
+                .handle_worker_connect(conn, worker, source, self.at(secs));
             conn
         }
 
@@ -679,14 +879,17 @@ mod tests {
         assert_eq!(h.core.free_ports(), vec![50004, 50002]);
         assert_eq!(h.assign(1).0, 50002);
         assert_eq!(h.assign(1).0, 50004);
-        assert_eq!(h.core.handle_portal_request(h.at(1)), PortalReply::Full);
+        assert_eq!(
+            h.core.handle_portal_request(HOME, h.at(1)),
+            PortalReply::Full
+        );
         assert_eq!(PortalReply::Full.to_line(), "SERVER>>>full");
     }
 
     #[test]
     fn passcodes_are_long_alphanumeric_and_fresh() {
         let mut h = Harness::new(timeouts());
-        let reply = h.core.handle_portal_request(h.at(0));
+        let reply = h.core.handle_portal_request(HOME, h.at(0));
         let PortalReply::Assigned { port, code } = reply.clone() else {
             panic!()
         };
@@ -1091,6 +1294,94 @@ mod tests {
                 send(pending, "SERVER>>> Server shutting down"),
                 Action::Close { conn: pending },
             ]
+        );
+    }
+
+    #[test]
+    fn a_source_at_its_limit_is_told_full_and_others_are_not() {
+        let mut h = Harness::new(timeouts());
+        h.core = Core::new(PORTS.to_vec(), timeouts(), StdRng::seed_from_u64(7)).with_max_per_ip(1);
+        h.assign_from(HOME, 0);
+        assert_eq!(
+            h.core.handle_portal_request(HOME, h.at(0)),
+            PortalReply::Full
+        );
+        let (port, code) = h.assign_from(OTHER, 0);
+        // Its reservation turned into a session still counts.
+        let conn = h.connect_from(OTHER, port, 0);
+        h.line(conn, &code, 0);
+        assert_eq!(h.core.port_state(worker(port)), PortState::Occupied(conn));
+        assert_eq!(
+            h.core.handle_portal_request(OTHER, h.at(0)),
+            PortalReply::Full
+        );
+        h.actions();
+        // Once the session ends and the reservation lapses, both may again.
+        h.line(conn, "CLIENT>>> TERMINATE", 1);
+        h.core.handle_tick(h.at(10));
+        h.actions();
+        h.assign_from(HOME, 10);
+        h.assign_from(OTHER, 10);
+    }
+
+    #[test]
+    fn a_handshake_that_would_exceed_its_sources_limit_fails_like_a_wrong_code() {
+        let mut h = Harness::new(timeouts());
+        h.core = Core::new(PORTS.to_vec(), timeouts(), StdRng::seed_from_u64(7)).with_max_per_ip(1);
+        let (held, _) = h.assign_from(OTHER, 0);
+        let (port, code) = h.assign_from(HOME, 0);
+        assert_ne!(held, port);
+        // OTHER holds a port already; it cannot take HOME's reservation too.
+        let conn = h.connect_from(OTHER, port, 0);
+        h.line(conn, &code, 0);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(conn, &format!("SERVER{port}>>> Wrong handshake passcode")),
+                Action::Close { conn }
+            ]
+        );
+        assert_eq!(h.core.port_state(worker(port)), PortState::Reserved);
+        let rightful = h.connect_from(HOME, port, 0);
+        h.line(rightful, &code, 0);
+        assert_eq!(
+            h.core.port_state(worker(port)),
+            PortState::Occupied(rightful)
+        );
+    }
+
+    #[test]
+    fn a_source_may_have_four_unauthenticated_connections_per_port() {
+        let mut h = Harness::new(timeouts());
+        h.core = Core::new(PORTS.to_vec(), timeouts(), StdRng::seed_from_u64(7)).with_max_per_ip(1);
+        let strays: Vec<ConnId> = (0..4).map(|_| h.connect_from(HOME, 50001, 0)).collect();
+        assert!(h.actions().is_empty(), "four are allowed");
+        let fifth = h.connect_from(HOME, 50001, 0);
+        assert_eq!(
+            h.actions(),
+            vec![
+                send(fifth, "SERVER50001>>> Wrong handshake passcode"),
+                Action::Close { conn: fifth }
+            ]
+        );
+        let other = h.connect_from(OTHER, 50001, 0);
+        assert!(h.actions().is_empty(), "another source is not affected");
+        // One of them leaves: there is room for one more.
+        h.core.handle_disconnect(strays[0]);
+        h.connect_from(HOME, 50001, 0);
+        assert!(h.actions().is_empty());
+        h.core.handle_disconnect(other);
+    }
+
+    #[test]
+    fn without_a_limit_one_source_may_hold_every_port() {
+        let mut h = Harness::new(timeouts());
+        for _ in 0..4 {
+            h.assign_from(HOME, 0);
+        }
+        assert_eq!(
+            h.core.handle_portal_request(OTHER, h.at(0)),
+            PortalReply::Full
         );
     }
 }

@@ -33,12 +33,13 @@
 //! loop comes back to `poll` after at most one budget per connection.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use rand::{CryptoRng, Rng};
 
-use crate::core::{Action, ConnId, Core, is_plain_chat};
+use crate::core::{Action, Census, ConnId, Core, is_plain_chat};
 use crate::output::{OUTPUT_HIGH_WATER, OutputBuffer};
 use crate::wire::{DecodeError, Inbox, Wire};
 
@@ -82,6 +83,10 @@ pub struct Limits {
     pub read_budget: usize,
     /// Bytes one connection may write in one turn.
     pub write_budget: usize,
+    /// Bytes queued for all connections together above which every sender
+    /// is held back as if its partner's queue were full; they go on once
+    /// the total is down to half of it.
+    pub max_queued: usize,
 }
 
 impl Default for Limits {
@@ -95,6 +100,7 @@ impl Default for Limits {
             // streaming throughput and cost the other clients' tail.
             read_budget: 64 * 1024,
             write_budget: 64 * 1024,
+            max_queued: 256 << 20,
         }
     }
 }
@@ -109,6 +115,7 @@ enum State {
 }
 
 struct Conn {
+    role: Role,
     wire: Wire,
     state: State,
     inbox: Inbox,
@@ -139,6 +146,13 @@ struct Conn {
 }
 
 impl Conn {
+    fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Open => "open",
+            State::Closing { .. } => "closing",
+        }
+    }
+
     fn may_read(&self) -> bool {
         self.readable
             && self.paused_on.is_none()
@@ -150,6 +164,45 @@ impl Conn {
 
     fn may_write(&self) -> bool {
         self.writable && !self.outbox.is_empty()
+    }
+}
+
+/// The relay's state in numbers (see [`Relay::status`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Ports and connections as the protocol core counts them.
+    pub census: Census,
+    /// Portal connections still open (being answered).
+    pub portal: usize,
+    /// Connections closing: their final bytes going out.
+    pub closing: usize,
+    /// Senders held back by backpressure.
+    pub held: usize,
+    /// Bytes queued for all connections together.
+    pub queued: usize,
+    /// The limit on that total.
+    pub max_queued: usize,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.census;
+        write!(
+            f,
+            "worker ports: {} free, {} reserved, {} occupied; \
+             connections: {} on the portal, {} awaiting a passcode, {} chatting, {} closing; \
+             {} sender(s) held back; {} bytes queued (limit {})",
+            c.free,
+            c.reserved,
+            c.occupied,
+            self.portal,
+            c.awaiting,
+            c.chatting,
+            self.closing,
+            self.held,
+            self.queued,
+            self.max_queued
+        )
     }
 }
 
@@ -171,6 +224,10 @@ pub struct Relay<R> {
     /// length, so the order of closing is the order of the deadlines.
     lingering: VecDeque<(Instant, ConnId, u64)>,
     next_serial: u64,
+    /// Bytes queued for all connections together.
+    queued_total: usize,
+    /// Senders whose queue has room but that wait for the total to fall.
+    held_by_total: Vec<ConnId>,
 }
 
 impl<R: Rng + CryptoRng> Relay<R> {
@@ -187,6 +244,8 @@ impl<R: Rng + CryptoRng> Relay<R> {
             ios: VecDeque::new(),
             lingering: VecDeque::new(),
             next_serial: 0,
+            queued_total: 0,
+            held_by_total: Vec::new(),
         }
     }
 
@@ -211,15 +270,42 @@ impl<R: Rng + CryptoRng> Relay<R> {
         self.conn(conn).map_or(0, |c| c.outbox.len())
     }
 
-    /// A new connection, with id `conn` (unused until its `Close`), speaking
-    /// `wire`.
-    pub fn accepted(&mut self, conn: ConnId, role: Role, wire: Wire, now: Instant) {
+    /// Bytes queued for all connections together.
+    pub fn queued_total(&self) -> usize {
+        self.queued_total
+    }
+
+    /// A summary of the whole state, for an operator (`SIGUSR1`).
+    pub fn status(&self) -> Status {
+        let mut status = Status {
+            census: self.core.census(),
+            queued: self.queued_total,
+            max_queued: self.limits.max_queued,
+            ..Status::default()
+        };
+        for c in self.conns.iter().flatten() {
+            match (c.state_name(), c.role) {
+                ("closing", _) => status.closing += 1,
+                (_, Role::Portal) => status.portal += 1,
+                _ => {}
+            }
+            if c.paused_on.is_some() {
+                status.held += 1;
+            }
+        }
+        status
+    }
+
+    /// A new connection from `peer`, with id `conn` (unused until its
+    /// `Close`), speaking `wire`.
+    pub fn accepted(&mut self, conn: ConnId, role: Role, wire: Wire, peer: IpAddr, now: Instant) {
         if conn.0 >= self.conns.len() {
             self.conns.resize_with(conn.0 + 1, || None);
         }
         debug_assert!(self.conns[conn.0].is_none(), "{conn:?} is still in use");
         self.next_serial += 1;
         self.conns[conn.0] = Some(Conn {
+            role,
             wire,
             state: State::Open,
             inbox: Inbox::new(),
@@ -240,11 +326,14 @@ impl<R: Rng + CryptoRng> Relay<R> {
         });
         match role {
             Role::Portal => {
-                let reply = self.core.handle_portal_request(now);
+                let reply = self.core.handle_portal_request(peer, now);
                 self.send(conn, reply.to_line().as_bytes());
                 self.begin_close(conn, now);
             }
-            Role::Worker(worker) => self.core.handle_worker_connect(conn, worker, now),
+            Role::Worker(worker) => {
+                self.core.handle_worker_connect(conn, worker, peer, now);
+                self.apply_actions(now);
+            }
         }
         self.schedule(conn);
     }
@@ -365,17 +454,19 @@ impl<R: Rng + CryptoRng> Relay<R> {
 
     /// A write took the first `n` bytes of [`output`](Self::output).
     pub fn write_done(&mut self, conn: ConnId, n: usize, now: Instant) {
-        let Some(c) = self.conn_mut(conn) else {
+        let Some(c) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
         };
         c.outbox.consume(n);
         c.write_spent += n;
+        self.queued_total -= n;
         if c.outbox.is_empty() && std::mem::take(&mut c.write_interest) {
             self.ios.push_back(Io::WantWritable(conn, false));
         }
         self.shut_down_if_flushed(conn);
         if n > 0 {
             self.drained_some(conn, now);
+            self.release_held_by_total(now);
         }
         self.finish_close_if_done(conn, now);
     }
@@ -427,6 +518,8 @@ impl<R: Rng + CryptoRng> Relay<R> {
     /// core; panics with what is wrong. For tests and fuzzing.
     pub fn check_invariants(&self) {
         self.core.check_invariants();
+        let total: usize = self.conns.iter().flatten().map(|c| c.outbox.len()).sum();
+        assert_eq!(total, self.queued_total, "the total queued");
         for (id, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
             let conn = ConnId(id);
@@ -501,11 +594,17 @@ impl<R: Rng + CryptoRng> Relay<R> {
             // fill up behind them, and that slows the sender down in TCP
             // itself.
             let partner = self.core.partner(conn);
-            if let Some(partner) = partner
-                && self.conn(partner).is_some_and(|p| p.outbox.is_full())
-            {
-                self.pause(conn, partner);
-                return;
+            if let Some(partner) = partner {
+                let partner_full = self.conn(partner).is_some_and(|p| p.outbox.is_full());
+                let total_full = self.queued_total >= self.limits.max_queued;
+                if partner_full || total_full {
+                    self.pause(conn, partner);
+                    if !partner_full {
+                        // No write to this partner may come to wake it.
+                        self.held_by_total.push(conn);
+                    }
+                    return;
+                }
             }
             let max = self.core.max_line(conn, self.limits.max_line);
             if let Some(partner) = partner
@@ -557,11 +656,14 @@ impl<R: Rng + CryptoRng> Relay<R> {
         let Ok([Some(from), Some(to)]) = self.conns.get_disjoint_mut([conn.0, partner.0]) else {
             return false;
         };
-        // Not full (checked by the caller), so there is room.
-        let room = OUTPUT_HIGH_WATER - to.outbox.len();
+        // Neither full nor over the total (checked by the caller), so there
+        // is room.
+        let room =
+            (OUTPUT_HIGH_WATER - to.outbox.len()).min(self.limits.max_queued - self.queued_total);
         let Some(run) = from.inbox.take_run(&from.wire, max, room, is_plain_chat) else {
             return false;
         };
+        self.queued_total += run.len();
         to.outbox.push_encoded(from.inbox.get(run));
         self.core.handle_forwarded_run(conn, now);
         self.schedule(partner);
@@ -582,9 +684,11 @@ impl<R: Rng + CryptoRng> Relay<R> {
         if let Some(to) = forward_to
             && let Ok([Some(from), Some(partner)]) = self.conns.get_disjoint_mut([conn.0, to.0])
         {
+            let before = partner.outbox.len();
             partner
                 .outbox
                 .push_message(&partner.wire, from.inbox.get(text));
+            self.queued_total += partner.outbox.len() - before;
             self.schedule(to);
         }
         self.apply_actions(now);
@@ -602,7 +706,9 @@ impl<R: Rng + CryptoRng> Relay<R> {
 
     fn send(&mut self, to: ConnId, text: &[u8]) {
         if let Some(c) = self.conn_mut(to) {
+            let before = c.outbox.len();
             c.outbox.push_message(&c.wire, text);
+            self.queued_total += c.outbox.len() - before;
             self.schedule(to);
         }
     }
@@ -643,12 +749,31 @@ impl<R: Rng + CryptoRng> Relay<R> {
         if still_waiting {
             return;
         }
+        if waiting_on_partner && self.queued_total > self.limits.max_queued / 2 {
+            // Its partner's queue has room, but all queues together have
+            // not: wait for the total to fall.
+            if !self.held_by_total.contains(&conn) {
+                self.held_by_total.push(conn);
+            }
+            return;
+        }
         self.unpause(conn);
         // Messages already in the inbox are handled now, as part of the
         // turn that made room; reading more waits for this connection's own
         // turn.
         self.handle_input(conn, now);
         self.schedule(conn);
+    }
+
+    /// Once the total queued is down to half its limit, every sender that
+    /// waited for it may go on.
+    fn release_held_by_total(&mut self, now: Instant) {
+        if self.held_by_total.is_empty() || self.queued_total > self.limits.max_queued / 2 {
+            return;
+        }
+        for conn in std::mem::take(&mut self.held_by_total) {
+            self.resume_if_ready(conn, now);
+        }
     }
 
     fn unpause(&mut self, conn: ConnId) {
@@ -723,6 +848,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
         let Some(c) = self.conns.get_mut(conn.0).and_then(Option::take) else {
             return;
         };
+        self.queued_total -= c.outbox.len();
         if self.current == Some(conn) {
             self.current = None;
         }

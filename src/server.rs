@@ -18,7 +18,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -40,6 +40,9 @@ const LISTENERS: usize = usize::MAX / 2;
 /// Bytes read per `read` call, into one buffer shared by all connections, so
 /// an idle connection holds no read buffer of its own.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Silence after which TCP keepalive probes a client (Redis's default too).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(300);
 
 /// How long a stopping server waits for clients to take their final notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -104,9 +107,10 @@ impl Server {
         }
         // The passcode generator: a CSPRNG seeded from the OS.
         let rng = StdRng::try_from_rng(&mut rand::rngs::SysRng).map_err(io::Error::other)?;
-        let core = Core::new(worker_ports, config.timeouts, rng);
+        let core = Core::new(worker_ports, config.timeouts, rng).with_max_per_ip(config.max_per_ip);
         let limits = Limits {
             max_line: config.max_line,
+            max_queued: config.max_queued,
             ..Limits::default()
         };
         Ok(Server {
@@ -130,10 +134,11 @@ impl Server {
             .collect()
     }
 
-    /// Serves until SIGINT or SIGTERM, then tells every client and returns.
-    /// Only a failure of the poll itself ends it early.
+    /// Serves until SIGINT, SIGTERM or SIGQUIT, then tells every client and
+    /// returns. SIGHUP is logged and ignored; SIGUSR1 logs a summary of the
+    /// state. Only a failure of the poll itself ends it early.
     pub fn run(mut self) -> io::Result<()> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -149,8 +154,10 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 if event.token() == SIGNALS {
-                    if signals.pending().next().is_some() && !self.on_signal(now) {
-                        return Ok(());
+                    for signal in signals.pending() {
+                        if !self.on_signal(signal, now) {
+                            return Ok(());
+                        }
                     }
                 } else {
                     self.dispatch(event, now);
@@ -324,7 +331,7 @@ impl Server {
                     return;
                 }
             };
-            if let Err(e) = self.add_connection(stream, role, now) {
+            if let Err(e) = self.add_connection(stream, peer, role, now) {
                 warn!("could not set up connection from {peer}: {e}");
             }
         }
@@ -333,22 +340,27 @@ impl Server {
     fn add_connection(
         &mut self,
         mut stream: TcpStream,
+        peer: SocketAddr,
         role: Role,
         now: Instant,
     ) -> io::Result<()> {
         // Chat lines are small and latency matters more than packet count.
         stream.set_nodelay(true)?;
+        // A peer that vanished without a FIN or a reset (its machine lost
+        // power, a NAT forgot it) would hold its port until the idle timeout,
+        // or forever while held back: TCP keepalive probes find it after
+        // KEEPALIVE_IDLE of silence, and the failed read closes it.
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE))?;
         let entry = self.streams.vacant_entry();
         let key = entry.key();
         self.poll
             .registry()
             .register(&mut stream, Token(key), Interest::READABLE)?;
-        trace!(
-            "accepted {:?} as connection {key} on {role:?}",
-            stream.peer_addr()
-        );
+        trace!("accepted {peer} as connection {key} on {role:?}");
         entry.insert(stream);
-        self.relay.accepted(ConnId(key), role, self.wire, now);
+        self.relay
+            .accepted(ConnId(key), role, self.wire, peer.ip(), now);
         Ok(())
     }
 
@@ -363,9 +375,36 @@ impl Server {
         }
     }
 
-    /// The first signal starts the shutdown; a second one stops at once.
+    /// SIGHUP: there is nothing to reload, so it is logged and ignored (a
+    /// terminal that closes must not stop a server). SIGUSR1: the state.
+    /// Any other: the first starts the shutdown; a second stops at once.
     /// Returns whether to go on.
-    fn on_signal(&mut self, now: Instant) -> bool {
+    fn on_signal(&mut self, signal: i32, now: Instant) -> bool {
+        match signal {
+            SIGHUP => {
+                info!("SIGHUP received and ignored: there is no configuration to reload");
+                return true;
+            }
+            SIGUSR1 => {
+                let paused: Vec<String> = self
+                    .listeners
+                    .iter()
+                    .filter(|l| l.paused)
+                    .map(|l| format!("{:?}", l.role))
+                    .collect();
+                info!(
+                    "state: {}; listeners paused: {}",
+                    self.relay.status(),
+                    if paused.is_empty() {
+                        "none".to_string()
+                    } else {
+                        paused.join(", ")
+                    }
+                );
+                return true;
+            }
+            _ => {}
+        }
         if self.stopping.is_some() {
             info!("second signal: stopping now");
             return false;

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1003,6 +1003,45 @@ fn sigterm_during_load_tells_every_client_and_exits_zero() {
 }
 
 /// The same with SIGINT.
+#[test]
+fn sigquit_during_load_tells_every_client_and_exits_zero() {
+    signal_during_load("QUIT");
+}
+
+/// SIGHUP (a closed terminal, a reload request) must not stop the server,
+/// and SIGUSR1 asks it for a summary of its state in the log.
+#[test]
+fn sighup_is_ignored_and_sigusr1_logs_the_state() {
+    let (mut server, mut log) = TestServer::start_logged(&["--workers", "2"]);
+    let (mut a, mut b) = pair(&server);
+    server.signal("HUP");
+    server.signal("USR1");
+    let mut state = String::new();
+    let mut hup = false;
+    while state.is_empty() {
+        let mut line = String::new();
+        if log.read_line(&mut line).expect("read the log") == 0 {
+            panic!("the log ended before the state was written");
+        }
+        hup |= line.contains("SIGHUP received and ignored");
+        if line.contains("state: ") {
+            state = line;
+        }
+    }
+    assert!(hup, "SIGHUP is logged before the state");
+    for part in [
+        "worker ports: 0 free, 0 reserved, 2 occupied",
+        "0 awaiting a passcode, 2 chatting",
+        "bytes queued",
+        "listeners paused: none",
+    ] {
+        assert!(state.contains(part), "{part:?} not in {state:?}");
+    }
+    // Still serving: the pair chats on.
+    chat_both_ways(&mut a, &mut b, 0, 3);
+    assert!(server.wait_exit(Duration::from_millis(10)).is_none());
+}
+
 #[test]
 fn sigint_during_load_tells_every_client_and_exits_zero() {
     signal_during_load("INT");

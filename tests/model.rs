@@ -40,6 +40,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 /// Cases per run; each is up to `MAX_OPS` events long.
+/// Every client of the model comes from one address: `--max-per-ip` is
+/// tested in the core's own unit tests.
+const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 const CASES: u32 = 256;
 const MAX_OPS: usize = 250;
 /// The seed used unless `PROPTEST_RNG_SEED` says otherwise.
@@ -842,7 +846,7 @@ impl Run<'_> {
         };
         self.model.connect(conn, worker, self.now);
         self.core
-            .handle_worker_connect(ConnId(conn), worker, self.at());
+            .handle_worker_connect(ConnId(conn), worker, HOME, self.at());
         conn
     }
 
@@ -914,7 +918,7 @@ impl Run<'_> {
         self.stats.steps += 1;
         match op {
             Op::Portal => {
-                let reply = self.core.handle_portal_request(self.at());
+                let reply = self.core.handle_portal_request(HOME, self.at());
                 match (self.model.portal(), reply) {
                     (Some(worker), PortalReply::Assigned { port, code }) => {
                         prop_assert_eq!(port, self.model.ports[worker], "portal port");
@@ -1049,7 +1053,7 @@ impl Run<'_> {
         self.check_state(&"shutdown")?;
         prop_assert!(self.core.free_ports().is_empty());
         prop_assert_eq!(
-            self.core.handle_portal_request(self.at()),
+            self.core.handle_portal_request(HOME, self.at()),
             PortalReply::Full,
             "portal after shutdown"
         );
@@ -1186,7 +1190,7 @@ fn the_model_notices_a_divergence() {
         stats: &mut stats,
     };
     // The core hands out a port the model does not know about.
-    let _ = run.core.handle_portal_request(run.t0);
+    let _ = run.core.handle_portal_request(HOME, run.t0);
     assert!(run.check_state(&"a hidden portal request").is_err());
 }
 
@@ -1197,12 +1201,12 @@ fn the_model_notices_a_divergence() {
 fn passcode_after_its_lapse_before_the_tick() {
     let t0 = Instant::now();
     let mut core = two_port_core();
-    let PortalReply::Assigned { code, .. } = core.handle_portal_request(t0) else {
+    let PortalReply::Assigned { code, .. } = core.handle_portal_request(HOME, t0) else {
         panic!("full");
     };
     let late = t0 + Duration::from_millis(10_500);
     core.handle_tick(t0 + Duration::from_millis(9_999));
-    core.handle_worker_connect(ConnId(0), 0, late);
+    core.handle_worker_connect(ConnId(0), 0, HOME, late);
     core.handle_line(ConnId(0), code.as_bytes(), late);
     assert_ne!(
         core.port_state(0),

@@ -37,6 +37,9 @@ use rand::rngs::StdRng;
 
 /// The session line limit handed to the core; anything but
 /// `HANDSHAKE_MAX_LINE`, so `max_line` tells the phases apart.
+/// Every client comes from one address.
+const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 const SESSION_MAX: usize = 8192;
 /// Connection ids are drawn from `0..IDS`, so they are reused often.
 const IDS: u8 = 12;
@@ -274,7 +277,7 @@ fuzz_target!(|input: Input| {
     h.check();
     for event in input.events {
         match event {
-            Event::Portal => match h.core.handle_portal_request(h.at()) {
+            Event::Portal => match h.core.handle_portal_request(HOME, h.at()) {
                 PortalReply::Assigned { port, code } => {
                     let worker = h
                         .ports
@@ -299,7 +302,7 @@ fuzz_target!(|input: Input| {
                 // core still knows.
                 if !h.live.contains_key(&conn) {
                     let worker = usize::from(worker) % workers;
-                    h.core.handle_worker_connect(ConnId(conn), worker, h.at());
+                    h.core.handle_worker_connect(ConnId(conn), worker, HOME, h.at());
                     h.live.insert(conn, worker);
                 }
             }
@@ -369,7 +372,7 @@ fuzz_target!(|input: Input| {
                 for worker in 0..workers {
                     assert_eq!(h.core.port_state(worker), PortState::Free);
                 }
-                assert_eq!(h.core.handle_portal_request(h.at()), PortalReply::Full);
+                assert_eq!(h.core.handle_portal_request(HOME, h.at()), PortalReply::Full);
                 // The server stops taking events now.
                 return;
             }

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use portal_chat::client::{RetryPolicy, Session};
@@ -30,6 +30,18 @@ impl TestServer {
     /// (`prlimit --nofile=64:64`, say), so that [`pid`](Self::pid) is still
     /// the server's. An empty prefix is exactly `start`.
     pub fn start_with_prefix(prefix: &[&str], args: &[&str]) -> TestServer {
+        TestServer::spawn(prefix, args, Stdio::null())
+    }
+
+    /// Like [`start`](Self::start), with the server's log (its stderr)
+    /// readable at `RUST_LOG=info`.
+    pub fn start_logged(args: &[&str]) -> (TestServer, BufReader<ChildStderr>) {
+        let mut server = TestServer::spawn(&[], args, Stdio::piped());
+        let log = BufReader::new(server.child.stderr.take().expect("stderr piped"));
+        (server, log)
+    }
+
+    fn spawn(prefix: &[&str], args: &[&str], stderr: Stdio) -> TestServer {
         let server = env!("CARGO_BIN_EXE_chat-server");
         let mut command = match prefix.split_first() {
             None => Command::new(server),
@@ -43,8 +55,9 @@ impl TestServer {
             .args(["--port", "0", "--tick-ms", "20"])
             .args(args)
             .stdin(Stdio::null())
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start chat-server");
         let workers: usize = args
