@@ -26,6 +26,6 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod framing;
-pub mod wire;
 pub mod output;
 pub mod server;
+pub mod wire;
