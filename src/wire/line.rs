@@ -97,7 +97,10 @@ fn without_cr(buf: &[u8], end: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::wire::messages_in_pieces;
 
     fn decode(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize, bool)>, DecodeError> {
         let frame = LineCodec.decode(buf, 0, max)?;
@@ -110,7 +113,10 @@ mod tests {
 
     #[test]
     fn a_line_ends_at_its_newline_and_drops_one_cr_before_it() {
-        assert_eq!(decode(b"hi\nrest", 10), Ok(Some((b"hi".to_vec(), 3, false))));
+        assert_eq!(
+            decode(b"hi\nrest", 10),
+            Ok(Some((b"hi".to_vec(), 3, false)))
+        );
         assert_eq!(decode(b"hi\r\n", 10), Ok(Some((b"hi".to_vec(), 4, false))));
         assert_eq!(decode(b"\n", 10), Ok(Some((b"".to_vec(), 1, false))));
         assert_eq!(decode(b"hi", 10), Ok(None));
@@ -135,7 +141,10 @@ mod tests {
 
     #[test]
     fn a_line_of_exactly_the_limit_is_accepted() {
-        assert_eq!(decode(b"abcd\r\n", 4), Ok(Some((b"abcd".to_vec(), 6, false))));
+        assert_eq!(
+            decode(b"abcd\r\n", 4),
+            Ok(Some((b"abcd".to_vec(), 6, false)))
+        );
         assert_eq!(decode(b"abcde\n", 4), Err(DecodeError::TooLong));
     }
 
@@ -190,5 +199,28 @@ mod tests {
     fn a_run_ends_once_it_reaches_the_budget() {
         assert_eq!(run(b"aaa\nbbb\nccc\n", 10, 5), b"aaa\nbbb\n");
         assert_eq!(run(b"aaa\nbbb\nccc\n", 10, 1), b"aaa\n");
+    }
+
+    /// Any byte but the two that end or hide a line end.
+    fn line_text() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            any::<u8>().prop_filter("no \\n or \\r", |b| !b"\n\r".contains(b)),
+            0..300,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_a_stream_gives_the_same_lines(
+            texts in proptest::collection::vec(line_text(), 0..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut stream = Vec::new();
+            for text in &texts {
+                LineCodec.encode(text, &mut stream);
+            }
+            let cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            prop_assert_eq!(messages_in_pieces(&LineCodec, &stream, &cuts), texts);
+        }
     }
 }
