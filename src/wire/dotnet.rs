@@ -100,7 +100,12 @@ impl Codec for DotnetCodec {
             let Ok(Some(frame)) = self.decode(&buf[end..], 0, max_len) else {
                 break;
             };
-            if !accept(&buf[end + frame.text.start..end + frame.text.end]) {
+            // A run must be exactly what sending its messages one by one
+            // would write, so a prefix longer than it needs to be (which
+            // .NET reads, but never writes) is left to the slow path, which
+            // re-encodes it.
+            let text = &buf[end + frame.text.start..end + frame.text.end];
+            if frame.text.start != prefix_len(text.len()) || !accept(text) {
                 break;
             }
             end += frame.len;
@@ -130,6 +135,13 @@ fn read_prefix(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
         }
     }
     Ok(None)
+}
+
+/// How many bytes [`write_prefix`] takes for `value`: one per 7 bits, and
+/// one for 0.
+fn prefix_len(value: usize) -> usize {
+    let bits = usize::BITS - value.leading_zeros();
+    (bits as usize).div_ceil(7).max(1)
 }
 
 /// Appends `value` as a 7-bit encoded integer, in as few bytes as it takes.
@@ -201,6 +213,7 @@ mod tests {
             ),
         ] {
             assert_eq!(prefix(len), want, "prefix of {len}");
+            assert_eq!(prefix_len(len as usize), want.len(), "width of {len}");
             assert_eq!(
                 read_prefix(&want),
                 Ok(Some((len as usize, want.len()))),
@@ -305,6 +318,16 @@ mod tests {
         stream = [encoded(b"a"), encoded(b"skip"), encoded(b"b")].concat();
         let len = DotnetCodec.run_len(&stream, 10, usize::MAX, &mut |m| m != b"skip");
         assert_eq!(&stream[..len], encoded(b"a"));
+    }
+
+    #[test]
+    fn a_run_stops_at_a_longer_than_needed_prefix() {
+        // Forwarded as it is, it would not be what the server writes for
+        // the same text; one by one, it is re-encoded.
+        let stream = [encoded(b"a"), b"\x81\x00b".to_vec(), encoded(b"c")].concat();
+        assert_eq!(run(&stream, 10, usize::MAX), encoded(b"a"));
+        assert_eq!(run(&stream[2..], 10, usize::MAX), b"");
+        assert_eq!(decode(&stream[2..], 10), Ok(Some((b"b".to_vec(), 3))));
     }
 
     #[test]

@@ -78,9 +78,12 @@ pub trait Codec {
 
     /// The length of the longest run of complete messages at the start of
     /// `buf` that can be forwarded byte for byte, frames and all: each one
-    /// at most `max_len` long, without a hidden break, and `accept`ed. The
-    /// run ends before the first message that does not qualify, or as soon
-    /// as it holds `budget` bytes or more. This is the relay's fast path.
+    /// at most `max_len` long, without a hidden break, framed exactly as
+    /// [`encode`](Self::encode) frames its text (so the partner gets the
+    /// bytes that sending the messages one by one would give: no `\r\n` in
+    /// line mode), and `accept`ed. The run ends before the first message
+    /// that does not qualify, or as soon as it holds `budget` bytes or more.
+    /// This is the relay's fast path.
     fn run_len(
         &self,
         buf: &[u8],
