@@ -5,6 +5,11 @@
 // wire is framed by .NET itself, not by anything in this repository.
 //
 //   mono InteropClient.exe HOST PORTAL_PORT first|second
+//   mono InteropClient.exe echo
+//
+// In echo mode it reads strings from stdin with ReadString() and writes each
+// back to stdout with Write(string) until end of input, so a test can check
+// the Rust codec against .NET's framing without a server.
 //
 // Two instances, one of each role, join through the portal, exchange a fixed
 // script of messages and check that each receives exactly what the other
@@ -38,9 +43,11 @@ static class InteropClient
 
     static int Main(string[] args)
     {
+        if (args.Length == 1 && args[0] == "echo")
+            return Echo();
         if (args.Length != 3 || (args[2] != "first" && args[2] != "second"))
         {
-            Console.Error.WriteLine("usage: InteropClient.exe HOST PORTAL_PORT first|second");
+            Console.Error.WriteLine("usage: InteropClient.exe HOST PORTAL_PORT first|second, or InteropClient.exe echo");
             return 2;
         }
         role = args[2];
@@ -59,6 +66,33 @@ static class InteropClient
             Console.Error.WriteLine(role + ": FAILED with " + e.GetType().Name + ": " + e.Message);
         }
         return 1;
+    }
+
+    static int Echo()
+    {
+        role = "echo";
+        int count = 0;
+        using (BinaryReader input = new BinaryReader(Console.OpenStandardInput()))
+        using (BinaryWriter output = new BinaryWriter(Console.OpenStandardOutput()))
+        {
+            while (true)
+            {
+                string message;
+                try
+                {
+                    message = input.ReadString();
+                }
+                catch (EndOfStreamException)
+                {
+                    break;
+                }
+                output.Write(message);
+                count++;
+            }
+            output.Flush();
+        }
+        Console.Error.WriteLine("echo: " + count + " messages");
+        return 0;
     }
 
     static void Run(string host, int portalPort, bool first)
