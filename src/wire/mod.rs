@@ -108,7 +108,7 @@ pub enum Wire {
 }
 
 impl Wire {
-    /// Every wire, in the order `--help` lists them.
+    /// Every wire, the default first.
     pub const ALL: [Wire; 2] = [Wire::Line, Wire::Dotnet];
 
     /// The wire's name on the command line: `line` or `dotnet`.
