@@ -163,7 +163,11 @@ where
                 }
                 config.max_queued = mib << 20;
             }
-            "--wire" => config.wire = value.parse().map_err(|e: String| bad(&e))?,
+            "--wire" => {
+                config.wire = value
+                    .parse()
+                    .map_err(|e: crate::wire::UnknownWire| bad(&e.to_string()))?
+            }
             "--spin-us" => {
                 let us: u64 = value.parse().map_err(|_| bad("not a whole number"))?;
                 config.spin = Duration::from_micros(us);

@@ -97,7 +97,10 @@ fn without_cr(buf: &[u8], end: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::wire::messages_in_pieces;
 
     fn decode(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize, bool)>, DecodeError> {
         let frame = LineCodec.decode(buf, 0, max)?;
@@ -196,5 +199,28 @@ mod tests {
     fn a_run_ends_once_it_reaches_the_budget() {
         assert_eq!(run(b"aaa\nbbb\nccc\n", 10, 5), b"aaa\nbbb\n");
         assert_eq!(run(b"aaa\nbbb\nccc\n", 10, 1), b"aaa\n");
+    }
+
+    /// Any byte but the two that end or hide a line end.
+    fn line_text() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            any::<u8>().prop_filter("no \\n or \\r", |b| !b"\n\r".contains(b)),
+            0..300,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_a_stream_gives_the_same_lines(
+            texts in proptest::collection::vec(line_text(), 0..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut stream = Vec::new();
+            for text in &texts {
+                LineCodec.encode(text, &mut stream);
+            }
+            let cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            prop_assert_eq!(messages_in_pieces(&LineCodec, &stream, &cuts), texts);
+        }
     }
 }

@@ -6,16 +6,27 @@
 //! type per wire format, and [`Inbox`], a connection's received bytes with
 //! the codec-agnostic bookkeeping (what is consumed, how far the search got).
 //!
+//! The wires, chosen per server with [`Wire`]:
+//!
+//! - [`LineCodec`] (`line`): text ending in `\n`, what `nc` speaks;
+//! - [`DotnetCodec`] (`dotnet`): a 7-bit encoded length, then the text, what
+//!   .NET's `BinaryWriter.Write(string)` sends, so the original C# clients
+//!   can connect.
+//!
 //! Nothing here touches a socket, so every codec is tested and fuzzed alone.
 //! An incomplete message is `Ok(None)`, an expected condition, not an error;
 //! a message over the limit is [`DecodeError::TooLong`] as soon as the
 //! buffered bytes (or a length prefix) prove it, so a client can never make
 //! the server hold more than one limit's worth of a message.
 
+mod dotnet;
 mod line;
 
+use std::fmt;
 use std::ops::Range;
+use std::str::FromStr;
 
+pub use dotnet::DotnetCodec;
 pub use line::LineCodec;
 
 /// One complete message found at the start of a buffer.
@@ -67,9 +78,12 @@ pub trait Codec {
 
     /// The length of the longest run of complete messages at the start of
     /// `buf` that can be forwarded byte for byte, frames and all: each one
-    /// at most `max_len` long, without a hidden break, and `accept`ed. The
-    /// run ends before the first message that does not qualify, or as soon
-    /// as it holds `budget` bytes or more. This is the relay's fast path.
+    /// at most `max_len` long, without a hidden break, framed exactly as
+    /// [`encode`](Self::encode) frames its text (so the partner gets the
+    /// bytes that sending the messages one by one would give: no `\r\n` in
+    /// line mode), and `accept`ed. The run ends before the first message
+    /// that does not qualify, or as soon as it holds `budget` bytes or more.
+    /// This is the relay's fast path.
     fn run_len(
         &self,
         buf: &[u8],
@@ -87,24 +101,60 @@ pub enum Wire {
     /// Lines ending in `\n` (a `\r` before it is dropped): what `nc` speaks.
     #[default]
     Line,
+    /// Length-prefixed strings, as .NET's `BinaryWriter.Write(string)` and
+    /// `BinaryReader.ReadString()` frame them: what the original C# design's
+    /// clients speak. A text may hold any byte, newlines included.
+    Dotnet,
 }
 
-impl std::str::FromStr for Wire {
-    type Err = String;
+impl Wire {
+    /// Every wire, the default first.
+    pub const ALL: [Wire; 2] = [Wire::Line, Wire::Dotnet];
 
-    fn from_str(name: &str) -> Result<Wire, String> {
-        match name {
-            "line" => Ok(Wire::Line),
-            _ => Err("expected \"line\"".to_string()),
+    /// The wire's name on the command line: `line` or `dotnet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Line => "line",
+            Wire::Dotnet => "dotnet",
+        }
+    }
+
+    fn codec(self) -> &'static dyn Codec {
+        match self {
+            Wire::Line => &LineCodec,
+            Wire::Dotnet => &DotnetCodec,
         }
     }
 }
 
-impl Wire {
-    fn codec(self) -> &'static dyn Codec {
-        match self {
-            Wire::Line => &LineCodec,
-        }
+impl fmt::Display for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error for a name that is no wire's. Its message is written to follow
+/// the flag and the value: `invalid value "x" for --wire: expected ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownWire;
+
+impl fmt::Display for UnknownWire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"expected "line" or "dotnet""#)
+    }
+}
+
+impl std::error::Error for UnknownWire {}
+
+impl FromStr for Wire {
+    type Err = UnknownWire;
+
+    /// Parses a name as [`Wire::name`] spells it, exactly (no other case).
+    fn from_str(name: &str) -> Result<Wire, UnknownWire> {
+        Wire::ALL
+            .into_iter()
+            .find(|wire| wire.name() == name)
+            .ok_or(UnknownWire)
     }
 }
 
@@ -249,6 +299,28 @@ impl Inbox {
     }
 }
 
+/// Feeds `stream` to an inbox in pieces that end at `cuts` (any order; cuts
+/// past the end count as the end), reads every message after each piece,
+/// and returns them all. Panics if bytes are left over or a decode fails.
+#[cfg(test)]
+fn messages_in_pieces(codec: &impl Codec, stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut ends: Vec<usize> = cuts.iter().map(|&c| c.min(stream.len())).collect();
+    ends.push(stream.len());
+    ends.sort_unstable();
+    let mut inbox = Inbox::new();
+    let mut got = Vec::new();
+    let mut from = 0;
+    for end in ends {
+        inbox.extend(&stream[from..end]);
+        from = end;
+        while let Some((text, _)) = inbox.next_message(codec, usize::MAX).unwrap() {
+            got.push(inbox.get(text).to_vec());
+        }
+    }
+    assert_eq!(inbox.pending(), 0, "bytes left over");
+    got
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +391,33 @@ mod tests {
             messages(&mut inbox, 10),
             vec![b"skip".to_vec(), b"cc".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_wire_is_named_on_the_command_line_by_its_name() {
+        for wire in Wire::ALL {
+            assert_eq!(wire.name().parse(), Ok(wire));
+            assert_eq!(wire.to_string(), wire.name());
+        }
+        assert_eq!("dotnet".parse(), Ok(Wire::Dotnet));
+        assert_eq!("line".parse(), Ok(Wire::Line));
+        for bad in ["", "Line", "DOTNET", " line", "net"] {
+            assert_eq!(bad.parse::<Wire>(), Err(UnknownWire), "{bad:?}");
+        }
+        assert_eq!(UnknownWire.to_string(), r#"expected "line" or "dotnet""#);
+    }
+
+    #[test]
+    fn both_wires_carry_the_same_messages() {
+        let texts: [&[u8]; 3] = [b"hello", b"", b"SERVER>>> x"];
+        for wire in Wire::ALL {
+            let mut stream = Vec::new();
+            for text in texts {
+                wire.encode(text, &mut stream);
+            }
+            let cuts: Vec<usize> = (0..stream.len()).collect();
+            assert_eq!(messages_in_pieces(&wire, &stream, &cuts), texts, "{wire}");
+        }
     }
 
     #[test]
