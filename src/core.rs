@@ -245,7 +245,7 @@ impl<R: Rng + CryptoRng> Core<R> {
                 let port = self.ports[worker];
                 if line == TERMINATE {
                     log::debug!("port {port}: client terminated");
-                    self.end_session(conn, None);
+                    self.end_session(conn, Some(format!("SERVER{port}>>> Bye")));
                     return None;
                 }
                 if line.starts_with(SERVER_PREFIX) {
@@ -895,6 +895,7 @@ mod tests {
         assert_eq!(
             h.actions(),
             vec![
+                send(a, "SERVER50001>>> Bye"),
                 send(b, "SERVER50002>>> Partner 50001 left"),
                 Action::Close { conn: a }
             ]

@@ -382,7 +382,7 @@ impl Model {
                 );
                 let port = self.ports[worker];
                 if line == TERMINATE {
-                    self.end_session(conn, None);
+                    self.end_session(conn, Some(format!("SERVER{port}>>> Bye")));
                     return None;
                 }
                 if line.starts_with(b"SERVER") {
