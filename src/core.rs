@@ -14,7 +14,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use rand::distr::{Alphanumeric, SampleString};
+use rand::distr::Distribution;
+use rand::distr::slice::Choose;
 use rand::{CryptoRng, Rng};
 use subtle::ConstantTimeEq;
 
@@ -31,13 +32,19 @@ pub fn is_plain_chat(line: &[u8]) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub usize);
 
-/// Length of a passcode: 24 letters or digits from a 62-symbol alphabet carry
-/// 24 · log2(62) ≈ 143 bits, above the 128 the protocol asks for.
-pub const PASSCODE_LEN: usize = 24;
+/// The symbols of a passcode: the digits and lower-case letters without
+/// `0`, `1`, `l` and `o`, the ones a person can mistake for one another. One
+/// case only, so no `c`/`C` or `s`/`S` to tell apart and no Shift to press;
+/// 32 symbols, so each one carries exactly 5 bits.
+pub const PASSCODE_ALPHABET: &[u8; 32] = b"23456789abcdefghijkmnpqrstuvwxyz";
+
+/// Length of a passcode: 26 symbols of 5 bits carry 26 · log2(32) = 130 bits,
+/// above the 128 the protocol asks for (25 would carry only 125).
+pub const PASSCODE_LEN: usize = 26;
 
 /// The most bytes a client may send before its handshake line ends. The
 /// longest valid handshake, `CLIENT65535>>>HandshakeCode=` and a passcode, is
-/// 53 bytes; anything much longer is not a handshake, so it is not buffered.
+/// 54 bytes; anything much longer is not a handshake, so it is not buffered.
 pub const HANDSHAKE_MAX_LINE: usize = 128;
 
 /// The line a client sends to leave.
@@ -299,7 +306,12 @@ impl<R: Rng + CryptoRng> Core<R> {
         let Some(worker) = self.free.pop() else {
             return PortalReply::Full;
         };
-        let code = Alphanumeric.sample_string(&mut self.rng, PASSCODE_LEN);
+        let symbols = Choose::new(PASSCODE_ALPHABET).expect("the alphabet is not empty");
+        let code = symbols
+            .sample_iter(&mut self.rng)
+            .take(PASSCODE_LEN)
+            .map(|&symbol| char::from(symbol))
+            .collect::<String>();
         self.set_slot(
             worker,
             Slot::Reserved {
@@ -378,7 +390,7 @@ impl<R: Rng + CryptoRng> Core<R> {
                 let port = self.ports[worker];
                 if line == TERMINATE {
                     log::debug!("port {port}: client terminated");
-                    self.end_session(conn, None);
+                    self.end_session(conn, Some(format!("SERVER{port}>>> Bye")));
                     return None;
                 }
                 if line.starts_with(SERVER_PREFIX) {
@@ -887,7 +899,7 @@ mod tests {
     }
 
     #[test]
-    fn passcodes_are_long_alphanumeric_and_fresh() {
+    fn passcodes_are_long_fresh_and_free_of_look_alikes() {
         let mut h = Harness::new(timeouts());
         let reply = h.core.handle_portal_request(HOME, h.at(0));
         let PortalReply::Assigned { port, code } = reply.clone() else {
@@ -898,7 +910,8 @@ mod tests {
             format!("SERVER>>>Port=>{port},HandshakeCode={code}")
         );
         assert_eq!(code.len(), PASSCODE_LEN);
-        assert!(code.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(code.bytes().all(|b| PASSCODE_ALPHABET.contains(&b)));
+        assert!(!code.contains(['0', 'O', 'o', '1', 'l', 'I']));
         let (_, other) = h.assign(0);
         assert_ne!(code, other);
     }
@@ -1174,6 +1187,7 @@ mod tests {
         assert_eq!(
             h.actions(),
             vec![
+                send(a, "SERVER50001>>> Bye"),
                 send(b, "SERVER50002>>> Partner 50001 left"),
                 Action::Close { conn: a }
             ]

@@ -241,7 +241,10 @@ fn two_clients_chat_in_order_and_quit_frees_the_port() {
         Finished {
             code: Some(0),
             stdout: vec![],
-            stderr: vec![format!("chat-client: left port {p1}")],
+            stderr: vec![
+                format!("SERVER{p1}>>> Bye"),
+                format!("chat-client: left port {p1}"),
+            ],
         }
     );
     b.expect_stderr(&format!("SERVER{p2}>>> Partner {p1} left"));
@@ -256,7 +259,10 @@ fn two_clients_chat_in_order_and_quit_frees_the_port() {
         Finished {
             code: Some(0),
             stdout: vec![],
-            stderr: vec![format!("chat-client: left port {p2}")],
+            stderr: vec![
+                format!("SERVER{p2}>>> Bye"),
+                format!("chat-client: left port {p2}"),
+            ],
         }
     );
 }
@@ -278,6 +284,7 @@ fn piped_input_is_sent_and_quit_leaves() {
             stdout: vec![],
             stderr: vec![
                 format!("chat-client: connected on port {p2}; partner {p1} is here"),
+                format!("SERVER{p2}>>> Bye"),
                 format!("chat-client: left port {p2}"),
             ],
         }
@@ -319,6 +326,7 @@ fn end_of_input_from_a_file_leaves() {
             stdout: vec![],
             stderr: vec![
                 format!("chat-client: connected on port {p2}; partner {p1} is here"),
+                format!("SERVER{p2}>>> Bye"),
                 format!("chat-client: left port {p2}"),
             ],
         }
@@ -357,6 +365,7 @@ fn a_line_over_1_mib_is_not_sent_and_the_next_one_is() {
             stderr: vec![
                 format!("chat-client: connected on port {p2}; partner {p1} is here"),
                 format!("chat-client: line too long (limit {MAX} bytes); not sent"),
+                format!("SERVER{p2}>>> Bye"),
                 format!("chat-client: left port {p2}"),
             ],
         }
@@ -387,7 +396,10 @@ fn ctrl_c_leaves_like_quit() {
         Finished {
             code: Some(0),
             stdout: vec![],
-            stderr: vec![format!("chat-client: left port {p2}")],
+            stderr: vec![
+                format!("SERVER{p2}>>> Bye"),
+                format!("chat-client: left port {p2}"),
+            ],
         }
     );
     assert_eq!(
@@ -427,7 +439,10 @@ fn full_server_is_asked_again_every_2_s_until_a_port_frees() {
         Finished {
             code: Some(0),
             stdout: vec![],
-            stderr: vec![format!("chat-client: left port {p1}")],
+            stderr: vec![
+                format!("SERVER{p1}>>> Bye"),
+                format!("chat-client: left port {p1}"),
+            ],
         }
     );
 }

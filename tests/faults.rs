@@ -63,22 +63,35 @@ fn chat_one_way(from: &mut Peer, to: &mut Peer, first_seq: u64, count: u64) {
 }
 
 /// Ends a session with `CLIENT>>> TERMINATE` and reads until the server
-/// closes; returns what came meanwhile.
+/// closes; checks that the last line was the server's goodbye and returns
+/// what came before it.
 fn terminate(mut peer: Peer) -> Vec<Got> {
     peer.send_line(b"CLIENT>>> TERMINATE")
         .expect("send TERMINATE");
     let mut rest = Vec::new();
     loop {
         match peer.next() {
-            Ok(Got::Eof) => return rest,
+            Ok(Got::Eof) => break,
             Ok(got) => rest.push(got),
             Err(e) => panic!("port {}: reading until the close: {e}", peer.port),
         }
     }
+    assert_eq!(
+        rest.pop(),
+        Some(Got::line(&bye(peer.port))),
+        "port {}: the last line before the close",
+        peer.port
+    );
+    rest
 }
 
 fn left(me: u16, partner: u16) -> String {
     format!("SERVER{me}>>> Partner {partner} left")
+}
+
+/// The server's answer to `CLIENT>>> TERMINATE` on port `me`.
+fn bye(me: u16) -> String {
+    format!("SERVER{me}>>> Bye")
 }
 
 fn assert_clean(who: &str, log: &Received) {
@@ -294,13 +307,17 @@ fn a_partner_that_never_reads_costs_bounded_memory_and_loses_nothing() {
 
     let mut b_stream = b.stream;
     a.send_line(b"CLIENT>>> TERMINATE").unwrap();
+    a.expect(&bye(a.port));
     a.expect_eof();
     assert!(drain.wait_for(SOON, |r| r.notices.len() == 1));
     b_stream.write_all(b"CLIENT>>> TERMINATE\n").unwrap();
     let log = drain.join();
     assert_clean("reader", &log);
     assert_eq!(log.chat, LINES);
-    assert_eq!(log.notices, vec![(LINES, left(b.port, a.port))]);
+    assert_eq!(
+        log.notices,
+        vec![(LINES, left(b.port, a.port)), (LINES, bye(b.port))]
+    );
     assert_eq!(log.end, Some(End::Eof));
     wait_every_port_free(&server, SOON).unwrap();
 }
@@ -688,8 +705,11 @@ fn half_close_delivers_every_line_before_the_partner_is_told() {
         assert_eq!(log.chat, lines);
         assert_eq!(
             log.notices,
-            vec![(lines, left(reader.port, writer.port))],
-            "every line, then the notice"
+            vec![
+                (lines, left(reader.port, writer.port)),
+                (lines, bye(reader.port))
+            ],
+            "every line, then the notice, then the goodbye"
         );
         assert_eq!(log.end, Some(End::Eof));
     }
@@ -782,6 +802,7 @@ fn reset(victim: Side, partner: &Side) {
 /// again even if it was held back), and it can leave normally.
 fn survive(side: Side, victim: u16) -> Received {
     let gone = left(side.port, victim);
+    let goodbye = bye(side.port);
     let not_delivered = format!(
         "SERVER{}>>> Not delivered: partner {victim} is not connected",
         side.port
@@ -808,14 +829,19 @@ fn survive(side: Side, victim: u16) -> Received {
     assert_eq!(log.count(|n| n == gone), 1);
     let (chat_before, _) = log.notices.iter().find(|(_, n)| *n == gone).unwrap();
     assert_eq!(*chat_before, log.chat, "no chat after the partner left");
+    assert_eq!(
+        log.notices.last().map(|(_, n)| n),
+        Some(&goodbye),
+        "the survivor's last notice"
+    );
     assert!(
         log.notices
             .iter()
-            .all(|(_, n)| *n == gone || *n == not_delivered),
+            .all(|(_, n)| *n == gone || *n == not_delivered || *n == goodbye),
         "unexpected notices: {:?}",
         log.notices
             .iter()
-            .find(|(_, n)| *n != gone && *n != not_delivered)
+            .find(|(_, n)| *n != gone && *n != not_delivered && *n != goodbye)
     );
     log
 }

@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use portal_chat::core::{
-    Action, ConnId, Core, HANDSHAKE_MAX_LINE, PASSCODE_LEN, PortState, PortalReply, TERMINATE,
-    Timeouts,
+    Action, ConnId, Core, HANDSHAKE_MAX_LINE, PASSCODE_ALPHABET, PASSCODE_LEN, PortState,
+    PortalReply, TERMINATE, Timeouts,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -386,7 +386,7 @@ impl Model {
                 );
                 let port = self.ports[worker];
                 if line == TERMINATE {
-                    self.end_session(conn, None);
+                    self.end_session(conn, Some(format!("SERVER{port}>>> Bye")));
                     return None;
                 }
                 if line.starts_with(b"SERVER") {
@@ -573,7 +573,7 @@ struct Ledger {
 impl Ledger {
     fn issued(&mut self, code: &str, worker: usize, lapses: u64) -> Result<(), TestCaseError> {
         prop_assert!(
-            code.len() == PASSCODE_LEN && code.bytes().all(|b| b.is_ascii_alphanumeric()),
+            code.len() == PASSCODE_LEN && code.bytes().all(|b| PASSCODE_ALPHABET.contains(&b)),
             "malformed passcode {code:?}"
         );
         let fresh = self

@@ -371,10 +371,18 @@ impl Run<'_> {
         self.expect(id, notice);
     }
 
+    /// The model's view of `CLIENT>>> TERMINATE` from `id`: the server's
+    /// goodbye to it, then what [`leave`](Self::leave) says.
+    fn terminated(&mut self, id: usize) -> Client {
+        self.stats.terminations += 1;
+        let bye = format!("SERVER{}>>> Bye", self.clients[&id].port);
+        self.expect(id, bye);
+        self.leave(id)
+    }
+
     fn terminate(&mut self, id: usize) -> Check {
         self.write(id, TERMINATE)?;
-        self.stats.terminations += 1;
-        let mut client = self.leave(id);
+        let mut client = self.terminated(id);
         self.finish(id, &mut client)
     }
 
@@ -427,8 +435,7 @@ impl Run<'_> {
                 if *then_terminate {
                     bytes.extend_from_slice(TERMINATE);
                     self.write(id, &bytes)?;
-                    self.stats.terminations += 1;
-                    let mut client = self.leave(id);
+                    let mut client = self.terminated(id);
                     self.finish(id, &mut client)?;
                 } else {
                     self.write(id, &bytes)?;

@@ -686,7 +686,11 @@ fn terminate_frees_the_port_and_the_partner_is_told() {
     expect_partner_joined(&mut a, w1, w2);
 
     let rest = a.terminate(IO_TIMEOUT).expect("terminate");
-    assert_eq!(rest, vec![], "nothing after TERMINATE but the close");
+    assert_eq!(
+        rest,
+        vec![notice(format!("SERVER{w1}>>> Bye"))],
+        "nothing after TERMINATE but the goodbye and the close"
+    );
     assert_eq!(
         next(&mut b),
         notice(format!("SERVER{w2}>>> Partner {w1} left"))
@@ -719,6 +723,7 @@ fn a_burst_of_mixed_lines_keeps_its_order_and_its_rules() {
         "SERVER{}>>> Refused: chat lines may not begin with SERVER",
         a.port
     ));
+    a.expect(&format!("SERVER{}>>> Bye", a.port));
     a.expect_eof();
 }
 
@@ -958,6 +963,7 @@ fn crlf_line_endings_are_handled() {
 
     // A `\r\n` TERMINATE works too, and B is told.
     b.send(b"CLIENT>>> TERMINATE\r\n");
+    b.expect(&format!("SERVER{w2}>>> Bye"));
     b.expect_eof();
     a.expect(&format!("SERVER{w1}>>> Partner {w2} left"));
 }
@@ -1023,8 +1029,11 @@ fn twenty_thousand_lines_reach_a_late_reader_complete_and_in_order() {
     }
     writer.join().unwrap().expect("writer");
     assert_eq!(written.load(Ordering::SeqCst), total);
-    // Nothing more, nothing duplicated: the next thing is our own close.
-    assert_eq!(reader.terminate(IO_TIMEOUT).unwrap(), vec![]);
+    // Nothing more, nothing duplicated: the next thing is our own goodbye.
+    assert_eq!(
+        reader.terminate(IO_TIMEOUT).unwrap(),
+        vec![notice(format!("SERVER{w2}>>> Bye"))]
+    );
     writer_conn.expect(&format!("SERVER{w1}>>> Partner {w2} left"));
 }
 

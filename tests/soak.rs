@@ -223,6 +223,8 @@ fn read_session(
     let too_long = format!("SERVER{me}>>> Line too long (limit 8192 bytes); closing");
     let connected = format!("SERVER{me}>>> Partner {partner} connected");
     let left = format!("SERVER{me}>>> Partner {partner} left");
+    // The answer to our own `CLIENT>>> TERMINATE`.
+    let bye = format!("SERVER{me}>>> Bye");
     let garbage_tag = format!("~g~{partner}>{me}#");
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -271,7 +273,7 @@ fn read_session(
                 seen.too_long += 1;
             } else if text == connected {
                 partner_came.store(true, Ordering::SeqCst);
-            } else if text != left {
+            } else if text != left && text != bye {
                 seen.problems
                     .push(format!("port {me}: unexpected notice {text:?}"));
             }
