@@ -11,7 +11,7 @@
 //! wire protocol.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::distr::Distribution;
@@ -181,7 +181,7 @@ enum Phase {
     AwaitingCode {
         worker: usize,
         deadline: Instant,
-        from: IpAddr,
+        from: SocketAddr,
     },
     /// Holds `worker` after a good handshake. `last_line` is the last time
     /// it said something, or something it said moved on to its partner.
@@ -189,6 +189,9 @@ enum Phase {
         worker: usize,
         last_line: Instant,
         started: Instant,
+        from: SocketAddr,
+        /// Chat lines it sent, for the log.
+        lines: u64,
     },
 }
 
@@ -299,11 +302,13 @@ impl<R: Rng + CryptoRng> Core<R> {
 
     /// A client from `source` connected to the portal: reserve the top free
     /// port for it.
-    pub fn handle_portal_request(&mut self, source: IpAddr, now: Instant) -> PortalReply {
-        if !self.sources.may_take_port(source) {
+    pub fn handle_portal_request(&mut self, source: SocketAddr, now: Instant) -> PortalReply {
+        if !self.sources.may_take_port(source.ip()) {
+            log::info!("portal: {source} told full: its address holds its limit of ports");
             return PortalReply::Full;
         }
         let Some(worker) = self.free.pop() else {
+            log::info!("portal: {source} told full: no port is free");
             return PortalReply::Full;
         };
         let symbols = Choose::new(PASSCODE_ALPHABET).expect("the alphabet is not empty");
@@ -317,10 +322,10 @@ impl<R: Rng + CryptoRng> Core<R> {
             Slot::Reserved {
                 code: code.clone(),
                 lapses: now + self.timeouts.assign,
-                by: source,
+                by: source.ip(),
             },
         );
-        log::debug!("portal: reserved worker port {}", self.ports[worker]);
+        log::info!("portal: {source} given port {}", self.ports[worker]);
         PortalReply::Assigned {
             port: self.ports[worker],
             code,
@@ -334,12 +339,13 @@ impl<R: Rng + CryptoRng> Core<R> {
         &mut self,
         conn: ConnId,
         worker: usize,
-        source: IpAddr,
+        source: SocketAddr,
         now: Instant,
     ) {
         debug_assert!(self.phase(conn).is_none(), "{conn:?} is still in use");
-        if !self.sources.may_connect(source) {
+        if !self.sources.may_connect(source.ip()) {
             let port = self.ports[worker];
+            log::info!("port {port}: {source} refused: its address has too many connections");
             self.send(conn, format!("SERVER{port}>>> Wrong handshake passcode"));
             self.actions.push_back(Action::Close { conn });
             return;
@@ -389,10 +395,15 @@ impl<R: Rng + CryptoRng> Core<R> {
                 self.note_activity(conn, now);
                 let port = self.ports[worker];
                 if line == TERMINATE {
-                    log::debug!("port {port}: client terminated");
-                    self.end_session(conn, Some(format!("SERVER{port}>>> Bye")));
+                    self.end_session(
+                        conn,
+                        Some(format!("SERVER{port}>>> Bye")),
+                        "terminated",
+                        now,
+                    );
                     return None;
                 }
+                self.count_lines(conn, 1);
                 if line.starts_with(SERVER_PREFIX) {
                     self.send(
                         conn,
@@ -418,12 +429,17 @@ impl<R: Rng + CryptoRng> Core<R> {
     /// `conn`, chatting with a partner, sent a run of lines that
     /// [`is_plain_chat`] accepts, and the event loop
     /// forwarded them to the partner: the same as
-    /// [`handle_line`](Self::handle_line) for each of them, in one call.
-    ///
-    /// The relay also calls it when lines `conn` sent earlier, held back for
-    /// a partner that reads slowly, move on: a held sender is sending, not
-    /// idle, as long as what it sends moves at all.
-    pub fn handle_forwarded_run(&mut self, conn: ConnId, now: Instant) {
+    /// [`handle_line`](Self::handle_line) for each of the `lines`, in one
+    /// call.
+    pub fn handle_forwarded_run(&mut self, conn: ConnId, lines: u64, now: Instant) {
+        self.note_activity(conn, now);
+        self.count_lines(conn, lines);
+    }
+
+    /// Lines `conn` sent earlier, held back for a partner that reads slowly,
+    /// moved on: a held sender is sending, not idle, as long as what it
+    /// sends moves at all.
+    pub fn handle_progress(&mut self, conn: ConnId, now: Instant) {
         self.note_activity(conn, now);
     }
 
@@ -454,40 +470,46 @@ impl<R: Rng + CryptoRng> Core<R> {
 
     /// `conn` sent bytes that cannot be a message of its wire at all (a bad
     /// length prefix): tell it, and end it, as for a line too long.
-    pub fn handle_malformed(&mut self, conn: ConnId) {
+    pub fn handle_malformed(&mut self, conn: ConnId, now: Instant) {
         match self.phase(conn) {
             Some(Phase::AwaitingCode { worker, .. }) => self.refuse_handshake(conn, worker),
             Some(Phase::Chatting { worker, .. }) => {
                 let port = self.ports[worker];
                 let notice = format!("SERVER{port}>>> Malformed message; closing");
-                self.end_session(conn, Some(notice));
+                self.end_session(conn, Some(notice), "malformed message", now);
             }
             None => {}
         }
     }
 
     /// `conn` sent a line longer than it may: tell it, and end it.
-    pub fn handle_line_too_long(&mut self, conn: ConnId, session_max: usize) {
+    pub fn handle_line_too_long(&mut self, conn: ConnId, session_max: usize, now: Instant) {
         match self.phase(conn) {
             Some(Phase::AwaitingCode { worker, .. }) => self.refuse_handshake(conn, worker),
             Some(Phase::Chatting { worker, .. }) => {
                 let port = self.ports[worker];
                 let notice =
                     format!("SERVER{port}>>> Line too long (limit {session_max} bytes); closing");
-                self.end_session(conn, Some(notice));
+                self.end_session(conn, Some(notice), "line too long", now);
             }
             None => {}
         }
     }
 
-    /// `conn` is gone (end of stream, reset, write error): forget it, free
-    /// its port and tell its partner. No `Close` is queued for it.
-    pub fn handle_disconnect(&mut self, conn: ConnId) {
+    /// `conn` closed its side (end of stream): forget it, free its port and
+    /// tell its partner. No `Close` is queued for it.
+    pub fn handle_disconnect(&mut self, conn: ConnId, now: Instant) {
+        self.depart(conn, "disconnected", now);
+    }
+
+    /// `conn` failed (a reset, a write error): as [`handle_disconnect`](Self::handle_disconnect).
+    pub fn handle_reset(&mut self, conn: ConnId, now: Instant) {
+        self.depart(conn, "reset", now);
+    }
+
+    fn depart(&mut self, conn: ConnId, reason: &str, now: Instant) {
         match self.phase(conn) {
-            Some(Phase::Chatting { worker, .. }) => {
-                log::debug!("port {}: client disconnected", self.ports[worker]);
-                self.free_worker(conn, worker);
-            }
+            Some(Phase::Chatting { worker, .. }) => self.free_worker(conn, worker, reason, now),
             Some(Phase::AwaitingCode { .. }) => self.set_phase(conn, None),
             None => {}
         }
@@ -509,9 +531,12 @@ impl<R: Rng + CryptoRng> Core<R> {
             let conn = ConnId(index);
             match self.conns[index] {
                 Some(Phase::AwaitingCode {
-                    worker, deadline, ..
+                    worker,
+                    deadline,
+                    from,
                 }) if now >= deadline => {
                     let port = self.ports[worker];
+                    log::info!("port {port}: {from} refused: no passcode in time");
                     self.send(conn, format!("SERVER{port}>>> Handshake timeout"));
                     self.close(conn);
                 }
@@ -519,13 +544,14 @@ impl<R: Rng + CryptoRng> Core<R> {
                     last_line, started, ..
                 }) => {
                     if now >= last_line + self.timeouts.idle {
-                        self.end_session(conn, Some("SERVER>>> TIMEOUT".to_string()));
+                        self.end_session(conn, Some("SERVER>>> TIMEOUT".to_string()), "idle", now);
                     } else if self
                         .timeouts
                         .session
                         .is_some_and(|limit| now >= started + limit)
                     {
-                        self.end_session(conn, Some("SERVER>>> TOTAL TIME TIMEOUT".to_string()));
+                        let notice = "SERVER>>> TOTAL TIME TIMEOUT".to_string();
+                        self.end_session(conn, Some(notice), "session limit", now);
                     }
                 }
                 _ => {}
@@ -599,7 +625,7 @@ impl<R: Rng + CryptoRng> Core<R> {
             }
             for phase in self.conns.iter().flatten() {
                 if let Phase::AwaitingCode { from, .. } = phase {
-                    usage.entry(*from).or_default().unauthenticated += 1;
+                    usage.entry(from.ip()).or_default().unauthenticated += 1;
                 }
             }
             assert_eq!(usage, self.sources.usage, "per-source counts");
@@ -639,7 +665,14 @@ impl<R: Rng + CryptoRng> Core<R> {
         self.free.iter().map(|&w| self.ports[w]).collect()
     }
 
-    fn handshake(&mut self, conn: ConnId, worker: usize, from: IpAddr, line: &[u8], now: Instant) {
+    fn handshake(
+        &mut self,
+        conn: ConnId,
+        worker: usize,
+        from: SocketAddr,
+        line: &[u8],
+        now: Instant,
+    ) {
         let port = self.ports[worker];
         let offered = strip_handshake_prefix(line, port);
         // Only a reservation of this very port can match. A free or occupied
@@ -650,7 +683,11 @@ impl<R: Rng + CryptoRng> Core<R> {
         let matches = match &self.slots[worker] {
             // A client that would hold one port too many for its address
             // (a reservation made from another address) fails the same way.
-            Slot::Reserved { by, .. } if *by != from && !self.sources.may_take_port(from) => false,
+            Slot::Reserved { by, .. }
+                if *by != from.ip() && !self.sources.may_take_port(from.ip()) =>
+            {
+                false
+            }
             Slot::Reserved { code, lapses, .. } => {
                 // Compared in constant time, so the time taken does not tell
                 // an attacker how much of a guess was right.
@@ -661,19 +698,28 @@ impl<R: Rng + CryptoRng> Core<R> {
         if !matches {
             // The reservation, if any, stays: a stray's wrong guess must not
             // lock the rightful client out.
+            log::info!("port {port}: {from} refused: wrong passcode");
             self.refuse_handshake(conn, worker);
             return;
         }
-        self.set_slot(worker, Slot::Occupied { conn, by: from });
+        self.set_slot(
+            worker,
+            Slot::Occupied {
+                conn,
+                by: from.ip(),
+            },
+        );
         self.set_phase(
             conn,
             Some(Phase::Chatting {
                 worker,
                 last_line: now,
                 started: now,
+                from,
+                lines: 0,
             }),
         );
-        log::debug!("port {port}: handshake accepted");
+        log::info!("port {port}: {from} joined");
         self.send(conn, format!("SERVER{port}>>> Connection successful"));
         let partner_port = self.ports[worker ^ 1];
         match self.partner(conn) {
@@ -696,25 +742,39 @@ impl<R: Rng + CryptoRng> Core<R> {
 
     fn refuse_handshake(&mut self, conn: ConnId, worker: usize) {
         let port = self.ports[worker];
-        log::debug!("port {port}: handshake refused");
         self.send(conn, format!("SERVER{port}>>> Wrong handshake passcode"));
         self.close(conn);
     }
 
     /// Ends a session the server or the client chose to end: an optional
     /// final notice, the close, the freed port and the partner's notice.
-    fn end_session(&mut self, conn: ConnId, notice: Option<String>) {
+    fn end_session(&mut self, conn: ConnId, notice: Option<String>, reason: &str, now: Instant) {
         let Some(Phase::Chatting { worker, .. }) = self.phase(conn) else {
             return;
         };
         if let Some(notice) = notice {
             self.send(conn, notice);
         }
-        self.free_worker(conn, worker);
+        self.free_worker(conn, worker, reason, now);
         self.actions.push_back(Action::Close { conn });
     }
 
-    fn free_worker(&mut self, conn: ConnId, worker: usize) {
+    /// Ends `conn`'s session on `worker`: its partner is told, its port
+    /// goes back on the stack, and the log says why and how it went.
+    fn free_worker(&mut self, conn: ConnId, worker: usize, reason: &str, now: Instant) {
+        if let Some(Phase::Chatting {
+            from,
+            started,
+            lines,
+            ..
+        }) = self.phase(conn)
+        {
+            log::info!(
+                "port {}: {from} left ({reason}) after {:.1?}, {lines} line(s)",
+                self.ports[worker],
+                now.saturating_duration_since(started)
+            );
+        }
         if let Some(partner) = self.partner(conn) {
             let (port, partner_port) = (self.ports[worker], self.ports[worker ^ 1]);
             self.send(
@@ -740,6 +800,12 @@ impl<R: Rng + CryptoRng> Core<R> {
         self.conns.get(conn.0).copied().flatten()
     }
 
+    fn count_lines(&mut self, conn: ConnId, count: u64) {
+        if let Some(Phase::Chatting { lines, .. }) = self.phase_mut(conn) {
+            *lines += count;
+        }
+    }
+
     /// A chatting client said something: its idle clock starts again.
     fn note_activity(&mut self, conn: ConnId, now: Instant) {
         if let Some(Phase::Chatting { last_line, .. }) = self.phase_mut(conn) {
@@ -758,10 +824,10 @@ impl<R: Rng + CryptoRng> Core<R> {
             self.conns.resize(conn.0 + 1, None);
         }
         if let Some(Phase::AwaitingCode { from, .. }) = self.conns[conn.0] {
-            self.sources.change(from, |u| u.unauthenticated -= 1);
+            self.sources.change(from.ip(), |u| u.unauthenticated -= 1);
         }
         if let Some(Phase::AwaitingCode { from, .. }) = phase {
-            self.sources.change(from, |u| u.unauthenticated += 1);
+            self.sources.change(from.ip(), |u| u.unauthenticated += 1);
         }
         self.conns[conn.0] = phase;
     }
@@ -794,8 +860,10 @@ mod tests {
     use rand::rngs::StdRng;
 
     const PORTS: [u16; 4] = [50001, 50002, 50003, 50004];
-    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
-    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    const HOME: SocketAddr =
+        SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 40000);
+    const OTHER: SocketAddr =
+        SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)), 40000);
 
     fn timeouts() -> Timeouts {
         Timeouts::default()
@@ -829,7 +897,7 @@ mod tests {
             self.assign_from(HOME, secs)
         }
 
-        fn assign_from(&mut self, source: IpAddr, secs: u64) -> (u16, String) {
+        fn assign_from(&mut self, source: SocketAddr, secs: u64) -> (u16, String) {
             match self.core.handle_portal_request(source, self.at(secs)) {
                 PortalReply::Assigned { port, code } => (port, code),
                 PortalReply::Full => panic!("unexpectedly full"),
@@ -840,7 +908,7 @@ mod tests {
             self.connect_from(HOME, port, secs)
         }
 
-        fn connect_from(&mut self, source: IpAddr, port: u16, secs: u64) -> ConnId {
+        fn connect_from(&mut self, source: SocketAddr, port: u16, secs: u64) -> ConnId {
             let conn = ConnId(self.next_conn);
             self.next_conn += 1;
             let worker = PORTS.iter().position(|&p| p == port).unwrap();
@@ -1114,7 +1182,7 @@ mod tests {
         let (_, a) = h.join(0);
         let (_, b) = h.join(0);
         h.line(b, "still here", 30);
-        h.core.handle_forwarded_run(a, h.at(30));
+        h.core.handle_forwarded_run(a, 1, h.at(30));
         h.core.handle_tick(h.at(89));
         assert!(h.actions().is_empty(), "both spoke at 30 s");
         h.core.handle_tick(h.at(90));
@@ -1143,7 +1211,7 @@ mod tests {
         let mut h = Harness::new(timeouts());
         let (_, a) = h.join(0);
         h.actions();
-        h.core.handle_malformed(a);
+        h.core.handle_malformed(a, h.at(0));
         assert_eq!(
             h.actions(),
             vec![
@@ -1153,7 +1221,7 @@ mod tests {
         );
         let (port, _) = h.assign(0);
         let conn = h.connect(port, 0);
-        h.core.handle_malformed(conn);
+        h.core.handle_malformed(conn, h.at(0));
         assert!(h.actions().contains(&Action::Close { conn }));
     }
 
@@ -1246,7 +1314,7 @@ mod tests {
         let (_, a) = h.join(0);
         let (_, b) = h.join(0);
         assert_eq!(h.core.max_line(a, 8192), 8192);
-        h.core.handle_line_too_long(a, 8192);
+        h.core.handle_line_too_long(a, 8192, h.at(0));
         assert_eq!(
             h.actions(),
             vec![
@@ -1267,7 +1335,7 @@ mod tests {
         let (port, _) = h.assign(0);
         let conn = h.connect(port, 0);
         assert_eq!(h.core.max_line(conn, 8192), HANDSHAKE_MAX_LINE);
-        h.core.handle_line_too_long(conn, 8192);
+        h.core.handle_line_too_long(conn, 8192, h.at(0));
         assert_eq!(
             h.actions(),
             vec![
@@ -1283,13 +1351,13 @@ mod tests {
         let mut h = Harness::new(timeouts());
         let (_, a) = h.join(0);
         let (_, b) = h.join(0);
-        h.core.handle_disconnect(b);
+        h.core.handle_disconnect(b, h.at(0));
         assert_eq!(
             h.actions(),
             vec![send(a, "SERVER50001>>> Partner 50002 left")]
         );
         assert_eq!(h.core.free_ports(), vec![50004, 50003, 50002]);
-        h.core.handle_disconnect(b);
+        h.core.handle_disconnect(b, h.at(0));
         assert!(h.actions().is_empty(), "a second report changes nothing");
     }
 
@@ -1381,10 +1449,10 @@ mod tests {
         let other = h.connect_from(OTHER, 50001, 0);
         assert!(h.actions().is_empty(), "another source is not affected");
         // One of them leaves: there is room for one more.
-        h.core.handle_disconnect(strays[0]);
+        h.core.handle_disconnect(strays[0], h.at(0));
         h.connect_from(HOME, 50001, 0);
         assert!(h.actions().is_empty());
-        h.core.handle_disconnect(other);
+        h.core.handle_disconnect(other, h.at(0));
     }
 
     #[test]

@@ -33,7 +33,7 @@
 //! loop comes back to `poll` after at most one budget per connection.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -298,7 +298,14 @@ impl<R: Rng + CryptoRng> Relay<R> {
 
     /// A new connection from `peer`, with id `conn` (unused until its
     /// `Close`), speaking `wire`.
-    pub fn accepted(&mut self, conn: ConnId, role: Role, wire: Wire, peer: IpAddr, now: Instant) {
+    pub fn accepted(
+        &mut self,
+        conn: ConnId,
+        role: Role,
+        wire: Wire,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
         if conn.0 >= self.conns.len() {
             self.conns.resize_with(conn.0 + 1, || None);
         }
@@ -437,7 +444,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
                 self.deliver(conn, text, hidden_break, now);
             }
             if self.is_open(conn) {
-                self.core.handle_disconnect(conn);
+                self.core.handle_disconnect(conn, now);
                 self.apply_actions(now);
                 self.begin_close(conn, now);
             }
@@ -487,7 +494,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
     /// tell the core, close at once.
     pub fn reset(&mut self, conn: ConnId, now: Instant) {
         if self.is_open(conn) {
-            self.core.handle_disconnect(conn);
+            self.core.handle_reset(conn, now);
             self.apply_actions(now);
         }
         self.close(conn, now);
@@ -634,9 +641,10 @@ impl<R: Rng + CryptoRng> Relay<R> {
                 Err(error) => {
                     match error {
                         DecodeError::TooLong => {
-                            self.core.handle_line_too_long(conn, self.limits.max_line)
+                            self.core
+                                .handle_line_too_long(conn, self.limits.max_line, now)
                         }
-                        DecodeError::Malformed => self.core.handle_malformed(conn),
+                        DecodeError::Malformed => self.core.handle_malformed(conn, now),
                     }
                     self.apply_actions(now);
                     return;
@@ -660,12 +668,18 @@ impl<R: Rng + CryptoRng> Relay<R> {
         // is room.
         let room =
             (OUTPUT_HIGH_WATER - to.outbox.len()).min(self.limits.max_queued - self.queued_total);
-        let Some(run) = from.inbox.take_run(&from.wire, max, room, is_plain_chat) else {
+        let mut lines = 0;
+        let plain_chat = |message: &[u8]| {
+            let plain = is_plain_chat(message);
+            lines += u64::from(plain);
+            plain
+        };
+        let Some(run) = from.inbox.take_run(&from.wire, max, room, plain_chat) else {
             return false;
         };
         self.queued_total += run.len();
         to.outbox.push_encoded(from.inbox.get(run));
-        self.core.handle_forwarded_run(conn, now);
+        self.core.handle_forwarded_run(conn, lines, now);
         self.schedule(partner);
         true
     }
@@ -731,7 +745,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
     fn drained_some(&mut self, conn: ConnId, now: Instant) {
         let Some(c) = self.conn(conn) else { return };
         if let Some(waiter) = c.waiter {
-            self.core.handle_forwarded_run(waiter, now);
+            self.core.handle_progress(waiter, now);
             self.resume_if_ready(waiter, now);
         }
         self.resume_if_ready(conn, now);

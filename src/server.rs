@@ -359,8 +359,7 @@ impl Server {
             .register(&mut stream, Token(key), Interest::READABLE)?;
         trace!("accepted {peer} as connection {key} on {role:?}");
         entry.insert(stream);
-        self.relay
-            .accepted(ConnId(key), role, self.wire, peer.ip(), now);
+        self.relay.accepted(ConnId(key), role, self.wire, peer, now);
         Ok(())
     }
 

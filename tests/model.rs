@@ -42,7 +42,8 @@ use rand::rngs::StdRng;
 /// Cases per run; each is up to `MAX_OPS` events long.
 /// Every client of the model comes from one address: `--max-per-ip` is
 /// tested in the core's own unit tests.
-const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+const HOME: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
 
 const CASES: u32 = 256;
 const MAX_OPS: usize = 250;
@@ -997,14 +998,15 @@ impl Run<'_> {
                     return Ok(());
                 };
                 self.model.too_long(conn);
-                self.core.handle_line_too_long(ConnId(conn), SESSION_MAX);
+                self.core
+                    .handle_line_too_long(ConnId(conn), SESSION_MAX, self.at());
             }
             Op::Reset { conn } => {
                 let Some(conn) = self.pick(conn, Vec::new()) else {
                     return Ok(());
                 };
                 self.model.disconnect(conn);
-                self.core.handle_disconnect(ConnId(conn));
+                self.core.handle_disconnect(ConnId(conn), self.at());
             }
             Op::Ghost { conn, what } => {
                 if self.model.forgotten.is_empty() {
@@ -1016,11 +1018,12 @@ impl Run<'_> {
                     0 => self.line(conn, b"CLIENT>>> TERMINATE")?,
                     1 => {
                         self.model.too_long(conn);
-                        self.core.handle_line_too_long(ConnId(conn), SESSION_MAX);
+                        self.core
+                            .handle_line_too_long(ConnId(conn), SESSION_MAX, self.at());
                     }
                     _ => {
                         self.model.disconnect(conn);
-                        self.core.handle_disconnect(ConnId(conn));
+                        self.core.handle_disconnect(ConnId(conn), self.at());
                     }
                 }
             }

@@ -1282,3 +1282,61 @@ fn help_prints_usage_and_exits_0() {
         }
     }
 }
+
+/// At the default log level the server tells the story of a session, one
+/// line per event with the client's address, and never a passcode.
+#[test]
+fn the_info_log_tells_the_story_of_a_session_without_passcodes() {
+    let (server, mut log) = TestServer::start_logged(&["--workers", "2"]);
+    let mut codes = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let assignment = match common::ask_portal(&server) {
+            PortalAnswer::Assigned(a) => a,
+            PortalAnswer::Full => panic!("full"),
+        };
+        codes.push(assignment.code.clone());
+        peers.push(Peer::handshake(server.host(), &assignment).expect("handshake"));
+    }
+    assert!(matches!(common::ask_portal(&server), PortalAnswer::Full));
+    let (mut a, mut b) = (peers.remove(0), peers.remove(0));
+    a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
+    for n in 0..3 {
+        a.send_line(format!("line {n}").as_bytes()).unwrap();
+        b.expect(&format!("line {n}"));
+    }
+    a.send_line(b"CLIENT>>> TERMINATE").unwrap();
+    b.expect(&format!("SERVER{}>>> Partner {} left", b.port, a.port));
+    let want = [
+        "portal: 127.0.0.1:".to_string(),
+        format!(" given port {}", a.port),
+        format!("port {}: 127.0.0.1:", a.port),
+        " joined".to_string(),
+        "told full: no port is free".to_string(),
+        format!("port {}: 127.0.0.1:", a.port),
+        " left (terminated) after ".to_string(),
+        ", 3 line(s)".to_string(),
+    ];
+    let mut seen = String::new();
+    let mut lines = 0;
+    while !seen.contains("left (terminated)") {
+        let mut line = String::new();
+        assert!(
+            log.read_line(&mut line).unwrap() > 0,
+            "the log ended: {seen}"
+        );
+        assert!(line.contains("INFO "), "not an info line: {line:?}");
+        for code in &codes {
+            assert!(
+                !line.contains(code.as_str()),
+                "a passcode in the log: {line:?}"
+            );
+        }
+        seen.push_str(&line);
+        lines += 1;
+    }
+    for part in want {
+        assert!(seen.contains(&part), "{part:?} not in the log:\n{seen}");
+    }
+    assert!(lines >= 6, "{seen}");
+}

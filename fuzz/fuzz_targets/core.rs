@@ -38,7 +38,8 @@ use rand::rngs::StdRng;
 /// The session line limit handed to the core; anything but
 /// `HANDSHAKE_MAX_LINE`, so `max_line` tells the phases apart.
 /// Every client comes from one address.
-const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+const HOME: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
 
 const SESSION_MAX: usize = 8192;
 /// Connection ids are drawn from `0..IDS`, so they are reused often.
@@ -324,7 +325,7 @@ fuzz_target!(|input: Input| {
             Event::Terminate { conn } => h.line(usize::from(conn % IDS), TERMINATE),
             Event::TooLong { conn } => {
                 let conn = usize::from(conn % IDS);
-                h.core.handle_line_too_long(ConnId(conn), SESSION_MAX);
+                h.core.handle_line_too_long(ConnId(conn), SESSION_MAX, h.at());
                 h.actions();
                 assert!(
                     !h.live.contains_key(&conn),
@@ -333,7 +334,7 @@ fuzz_target!(|input: Input| {
             }
             Event::Disconnect { conn } => {
                 let conn = usize::from(conn % IDS);
-                h.core.handle_disconnect(ConnId(conn));
+                h.core.handle_disconnect(ConnId(conn), h.at());
                 h.live.remove(&conn);
                 h.actions();
             }
@@ -344,7 +345,7 @@ fuzz_target!(|input: Input| {
                 let Some(partner) = h.core.partner(conn) else {
                     continue;
                 };
-                h.core.handle_forwarded_run(conn, h.at());
+                h.core.handle_forwarded_run(conn, 1, h.at());
                 assert!(
                     h.core.poll_action().is_none(),
                     "a forwarded run queued an action"
