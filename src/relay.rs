@@ -228,6 +228,8 @@ pub struct Relay<R> {
     queued_total: usize,
     /// Senders whose queue has room but that wait for the total to fall.
     held_by_total: Vec<ConnId>,
+    /// The highest total since the memory was last given back.
+    queued_peak: usize,
 }
 
 impl<R: Rng + CryptoRng> Relay<R> {
@@ -246,6 +248,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
             next_serial: 0,
             queued_total: 0,
             held_by_total: Vec::new(),
+            queued_peak: 0,
         }
     }
 
@@ -273,6 +276,17 @@ impl<R: Rng + CryptoRng> Relay<R> {
     /// Bytes queued for all connections together.
     pub fn queued_total(&self) -> usize {
         self.queued_total
+    }
+
+    /// Whether enough queue memory has been freed since the last call that
+    /// it is worth handing back to the operating system: a burst that
+    /// queued at least `threshold` bytes more than are queued now.
+    pub fn take_freed_burst(&mut self, threshold: usize) -> bool {
+        let freed = self.queued_peak.saturating_sub(self.queued_total) >= threshold;
+        if freed {
+            self.queued_peak = self.queued_total;
+        }
+        freed
     }
 
     /// A summary of the whole state, for an operator (`SIGUSR1`).
@@ -678,6 +692,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
             return false;
         };
         self.queued_total += run.len();
+        self.queued_peak = self.queued_peak.max(self.queued_total);
         to.outbox.push_encoded(from.inbox.get(run));
         self.core.handle_forwarded_run(conn, lines, now);
         self.schedule(partner);
@@ -703,6 +718,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
                 .outbox
                 .push_message(&partner.wire, from.inbox.get(text));
             self.queued_total += partner.outbox.len() - before;
+            self.queued_peak = self.queued_peak.max(self.queued_total);
             self.schedule(to);
         }
         self.apply_actions(now);
@@ -723,6 +739,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
             let before = c.outbox.len();
             c.outbox.push_message(&c.wire, text);
             self.queued_total += c.outbox.len() - before;
+            self.queued_peak = self.queued_peak.max(self.queued_total);
             self.schedule(to);
         }
     }

@@ -1289,3 +1289,54 @@ fn garbage_on_every_port_gets_protocol_answers_and_breaks_nothing() {
         fd_count(pid)
     );
 }
+
+/// `--max-queued-mib` bounds the output queued for all clients together:
+/// ten senders whose partners never read would queue 1 MiB each, but with a
+/// 4 MiB total they are held back once the total is reached, and the
+/// server's own count (SIGUSR1) stays within one line per sender of it.
+#[test]
+fn the_total_queued_for_all_clients_is_bounded() {
+    const PAIRS: usize = 10;
+    let (server, mut log) = TestServer::start_logged(&["--workers", "20", "--max-queued-mib", "4"]);
+    let mut pumps = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..PAIRS {
+        let (a, b) = pair(&server);
+        pumps.push(Pump::start(
+            &a.stream,
+            PumpPlan {
+                from: a.port,
+                to: b.port,
+                len: |_| 1000,
+                lines: None,
+                end: PumpEnd::Nothing,
+            },
+        ));
+        readers.push((a, b)); // kept open, never read
+    }
+    for pump in &pumps {
+        assert!(
+            pump.wait_for_stalls(5, Duration::from_secs(60)),
+            "every sender is held back"
+        );
+    }
+    server.signal("USR1");
+    let queued = loop {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "the log ended");
+        if let Some(rest) = line.split("held back; ").nth(1) {
+            break rest.split(' ').next().unwrap().parse::<usize>().unwrap();
+        }
+    };
+    let bound = (4 << 20) + PAIRS * 1100;
+    println!("{queued} bytes queued for {PAIRS} never-reading clients (bound {bound})");
+    assert!(queued <= bound, "{queued} bytes queued, over {bound}");
+    assert!(
+        queued >= 2 << 20,
+        "{queued}: the limit, not the clients, held them"
+    );
+    for pump in pumps {
+        pump.stop();
+        let _ = pump.join();
+    }
+}
