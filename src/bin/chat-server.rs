@@ -9,10 +9,8 @@ use portal_chat::server::{Role, Server};
 fn main() -> ExitCode {
     let config = match parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => config,
-        Ok(Command::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+        Ok(Command::Help) => return print(USAGE),
+        Ok(Command::Version) => return print(concat!("chat-server ", env!("CARGO_PKG_VERSION"))),
         Err(message) => {
             eprintln!("chat-server: {message}");
             return ExitCode::from(2);
@@ -55,4 +53,12 @@ fn announce(server: &Server) -> std::io::Result<()> {
         }
     }
     out.flush()
+}
+
+/// Prints `text` and a newline for `--help` or `--version`. A closed stdout
+/// (`chat-server --help | head -1`) is not an error worth reporting.
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    ExitCode::SUCCESS
 }
