@@ -14,6 +14,7 @@
 //! - [`output`]: a connection's queued output and the backpressure marks.
 //! - [`server`]: the event loop, the only module that touches mio: listeners,
 //!   the slab of connections, the tick and signals.
+//! - [`logging`]: the server's log lines on stderr, with UTC timestamps.
 //! - [`client`]: the client's side of the protocol, shared by `chat-client`,
 //!   the tests and the benchmarks.
 //!
@@ -26,5 +27,6 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod framing;
+pub mod logging;
 pub mod output;
 pub mod server;

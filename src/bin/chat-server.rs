@@ -1,6 +1,8 @@
 //! `chat-server`: parses the command line and hands over to the library.
 
+use std::fmt::Display;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use portal_chat::config::{Command, USAGE, parse_args};
@@ -11,42 +13,38 @@ fn main() -> ExitCode {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => return print(USAGE),
         Ok(Command::Version) => return print(concat!("chat-server ", env!("CARGO_PKG_VERSION"))),
-        Err(message) => {
-            eprintln!("chat-server: {message}");
-            return ExitCode::from(2);
-        }
+        Err(message) => return fail(2, message),
     };
     // Logs go to stderr; RUST_LOG picks the level (info by default).
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(log::LevelFilter::Info)
-        .env()
-        .init();
+    portal_chat::logging::init();
     let server = match Server::bind(&config) {
         Ok(server) => server,
-        Err(e) => {
-            eprintln!("chat-server: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(1, e),
     };
-    if let Err(e) = announce(&server) {
-        eprintln!("chat-server: {e}");
-        return ExitCode::from(1);
+    let addrs = match server.local_addrs() {
+        Ok(addrs) => addrs,
+        Err(e) => return fail(1, e),
+    };
+    if let Err(e) = announce(&addrs) {
+        return fail(1, e);
     }
+    log::info!(
+        "listening on {} (portal) and {} worker ports",
+        addrs[0].1,
+        addrs.len() - 1
+    );
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("chat-server: event loop failed: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(1, format_args!("event loop failed: {e}")),
     }
 }
 
 /// Prints one line per listener, portal first, and flushes, so that whoever
 /// started the server (a person, a test) knows every address before the
 /// first client arrives.
-fn announce(server: &Server) -> std::io::Result<()> {
+fn announce(addrs: &[(Role, SocketAddr)]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    for (role, addr) in server.local_addrs()? {
+    for (role, addr) in addrs {
         match role {
             Role::Portal => writeln!(out, "portal {addr}")?,
             Role::Worker(n) => writeln!(out, "worker {} {addr}", n + 1)?,
@@ -61,4 +59,11 @@ fn print(text: &str) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
     ExitCode::SUCCESS
+}
+
+/// Says why on one line of stderr and exits with `status`. Unlike
+/// `eprintln!`, a closed stderr does not turn this into a panic.
+fn fail(status: u8, why: impl Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "chat-server: {why}");
+    ExitCode::from(status)
 }
