@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{Peer, TestServer, wait_until};
+use common::{Got, Peer, TestServer, wait_until};
 use portal_chat::client::{PortalAnswer, request_port};
 
 /// The longest any one start, answer or exit may take.
@@ -204,6 +204,39 @@ fn bind_takes_a_host_name() {
 }
 
 // ---------------------------------------------------------------------------
+// Stdout
+// ---------------------------------------------------------------------------
+
+/// `chat-server --workers 5000 | head -1`: the reader of stdout is gone
+/// (here before the server starts, so every listener line fails), and the
+/// server must serve anyway, saying so in its log.
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut server = start(&["--workers", "2"], "info", writer.into(), Stdio::piped());
+    let lines = lines_of(server.0.stderr.take().unwrap());
+    let warning =
+        first_line(&lines, |line| line.contains("WARN")).expect("a warning that stdout is closed");
+    assert!(
+        warning.contains("could not print the listener addresses on stdout")
+            && warning.contains("Broken pipe"),
+        "{warning:?}"
+    );
+    let portal = portal_from_log(&lines);
+    let PortalAnswer::Assigned(assignment) = request_port(portal).expect("the portal answers")
+    else {
+        panic!("full")
+    };
+    let mut a = Peer::handshake(portal.ip(), &assignment).expect("handshake");
+    a.send_line(b"CLIENT>>> TERMINATE").unwrap();
+    // Whatever the server says before it closes (a goodbye, say), it closes.
+    while !matches!(a.next(), Ok(Got::Eof) | Err(_)) {}
+    drop(a);
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------
 // Logging
 // ---------------------------------------------------------------------------
 
@@ -277,6 +310,7 @@ fn a_closed_stderr_does_not_stop_the_server() {
     a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
     a.send_line(b"still here").unwrap();
     b.expect("still here");
+    drop((a, b));
     let status = server.stop();
     assert_eq!(status.code(), Some(0), "{status}");
 }
@@ -319,6 +353,7 @@ fn no_passcode_is_logged_even_at_trace() {
     assignment.code.push('x');
     secrets.push(assignment.code.clone());
     assert!(Peer::handshake(portal.ip(), &assignment).is_err());
+    drop(pair);
     server.stop();
     let log: Vec<String> = lines.iter().collect();
     assert!(log.len() > 20, "the trace is there: {log:?}");
