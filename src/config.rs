@@ -23,12 +23,16 @@ Options:
   --session-limit SECS      longest session, 0 for no limit      [0]
   --tick-ms MS              timer tick                           [1000]
   --max-line BYTES          longest chat line, 16777216 at most  [8192]
+  --allow-low-nofile        start even if the open-file limit is too low
+                            for --workers (warn instead of exit 1)
   -V, --version             print the version
   -h, --help                print this help
 
 A host name is resolved, and the server listens on one of its addresses: the
 first, in the resolver's order, that can be bound on this machine.
-SECS may have a fraction (0.5). Logs go to stderr; set RUST_LOG=debug or
+SECS may have a fraction (0.5). At start the soft open-file limit is raised to
+the hard one, which must cover 3 descriptors per worker + 33, or the server
+exits 1 (see --allow-low-nofile). Logs go to stderr; set RUST_LOG=debug or
 RUST_LOG=trace to watch the event loop.";
 
 /// The largest `--max-line`: 16 MiB. A line is held whole in its sender's
@@ -53,6 +57,9 @@ pub struct Config {
     /// Longest chat line in bytes, terminator excluded; at most
     /// [`MAX_LINE_LIMIT`].
     pub max_line: usize,
+    /// Start even if the open-file limit cannot cover `workers`, with a
+    /// warning, instead of refusing to start.
+    pub allow_low_nofile: bool,
 }
 
 impl Default for Config {
@@ -69,6 +76,7 @@ impl Default for Config {
             },
             tick: Duration::from_millis(1000),
             max_line: 8192,
+            allow_low_nofile: false,
         }
     }
 }
@@ -98,7 +106,7 @@ const VALUE_OPTIONS: [&str; 9] = [
 ];
 
 /// The options that take none.
-const SWITCHES: [&str; 4] = ["-h", "--help", "-V", "--version"];
+const SWITCHES: [&str; 5] = ["-h", "--help", "-V", "--version", "--allow-low-nofile"];
 
 /// Parses the arguments after the program name. The error is one line,
 /// ready to print.
@@ -114,7 +122,7 @@ where
     I::Item: Into<std::ffi::OsString>,
 {
     use lexopt::prelude::*;
-    let mut given: Vec<(String, std::ffi::OsString)> = Vec::new();
+    let mut given: Vec<(String, Option<std::ffi::OsString>)> = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let flag = match arg {
@@ -128,8 +136,10 @@ where
             }
             match flag.as_str() {
                 "-h" | "--help" => return Ok(Command::Help),
-                _ => return Ok(Command::Version),
+                "-V" | "--version" => return Ok(Command::Version),
+                _ => given.push((flag, None)),
             }
+            continue;
         }
         if !VALUE_OPTIONS.contains(&flag.as_str()) {
             return Err(unknown(&flag));
@@ -148,11 +158,16 @@ where
                 Err(_) => return Err(missing(&flag)),
             },
         };
-        given.push((flag, value));
+        given.push((flag, Some(value)));
     }
 
     let mut config = Config::default();
     for (flag, value) in given {
+        let Some(value) = value else {
+            // The only switch that gets this far.
+            config.allow_low_nofile = true;
+            continue;
+        };
         let value = value
             .to_str()
             .ok_or_else(|| format!("invalid value for {flag}: not UTF-8"))?;
@@ -288,7 +303,7 @@ mod tests {
     }
 
     /// Each option with a good value for it.
-    const GOOD: [&[&str]; 9] = [
+    const GOOD: [&[&str]; 10] = [
         &["--bind", "127.0.0.1"],
         &["--port", "0"],
         &["--workers", "6"],
@@ -298,11 +313,12 @@ mod tests {
         &["--session-limit", "9"],
         &["--tick-ms", "20"],
         &["--max-line", "100"],
+        &["--allow-low-nofile"],
     ];
 
     #[test]
     fn the_option_tables_match_the_usage_text() {
-        assert_eq!(GOOD.len(), VALUE_OPTIONS.len());
+        assert_eq!(GOOD.len(), VALUE_OPTIONS.len() + 1);
         for option in VALUE_OPTIONS.iter().chain(&SWITCHES) {
             assert!(USAGE.contains(option), "USAGE lacks {option}");
         }
@@ -324,6 +340,7 @@ mod tests {
         assert_eq!(config.timeouts.session, None);
         assert_eq!(config.tick, Duration::from_secs(1));
         assert_eq!(config.max_line, 8192);
+        assert!(!config.allow_low_nofile);
     }
 
     #[test]
@@ -338,6 +355,7 @@ mod tests {
         assert_eq!(config.timeouts.session, Some(Duration::from_secs(9)));
         assert_eq!(config.tick, Duration::from_millis(20));
         assert_eq!(config.max_line, 100);
+        assert!(config.allow_low_nofile);
         assert_eq!(
             run(&["--port=7", "--session-limit=0"])
                 .unwrap()
@@ -372,9 +390,11 @@ mod tests {
                 [&["--bogus=1"], args].concat(),
                 [&["--bogus", "1"], args].concat(),
             ];
-            // Where the value should be.
-            cases.push(vec![flag, "--bogus"]);
-            cases.push(vec![flag, "--bogus", args[1]]);
+            if args.len() == 2 {
+                // Where the value should be.
+                cases.push(vec![flag, "--bogus"]);
+                cases.push(vec![flag, "--bogus", args[1]]);
+            }
             for case in cases {
                 assert_eq!(run(&case).unwrap_err(), unknown, "{case:?}");
             }
@@ -396,6 +416,10 @@ mod tests {
             assert_eq!(run(&[option, "--workers", "4"]).unwrap_err(), want);
             assert_eq!(run(&[option, "-h"]).unwrap_err(), want);
         }
+        assert_eq!(
+            run(&["--allow-low-nofile=yes"]).unwrap_err(),
+            "--allow-low-nofile takes no value"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`server`]: the event loop, the only module that touches mio: listeners,
 //!   the slab of connections, the tick and signals.
 //! - [`logging`]: the server's log lines on stderr, with UTC timestamps.
+//! - [`rlimit`]: the open-file limit a configuration needs; raising it.
 //! - [`client`]: the client's side of the protocol, shared by `chat-client`,
 //!   the tests and the benchmarks.
 //!
@@ -29,4 +30,5 @@ pub mod core;
 pub mod framing;
 pub mod logging;
 pub mod output;
+pub mod rlimit;
 pub mod server;

@@ -19,8 +19,18 @@ use portal_chat::client::{PortalAnswer, request_port};
 /// The longest any one start, answer or exit may take.
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn server_command() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_chat-server"))
+/// `chat-server`, run through `prefix` (a command that execs its
+/// arguments, as `prlimit` does) unless it is empty.
+fn server_command(prefix: &[String]) -> Command {
+    let server = env!("CARGO_BIN_EXE_chat-server");
+    match prefix.split_first() {
+        None => Command::new(server),
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(server);
+            command
+        }
+    }
 }
 
 /// A running `chat-server`, killed when dropped.
@@ -55,7 +65,18 @@ impl Running {
 /// Starts `chat-server --port 0 --tick-ms 20 ARGS` (later flags win) with
 /// `RUST_LOG` set to `log_level` and stdin empty.
 fn start(args: &[&str], log_level: &str, stdout: Stdio, stderr: Stdio) -> Running {
-    let child = server_command()
+    start_with(&[], args, log_level, stdout, stderr)
+}
+
+/// [`start`] through a command `prefix`, as [`server_command`] takes it.
+fn start_with(
+    prefix: &[String],
+    args: &[&str],
+    log_level: &str,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Running {
+    let child = server_command(prefix)
         .args(["--port", "0", "--tick-ms", "20"])
         .args(args)
         .env("RUST_LOG", log_level)
@@ -110,7 +131,12 @@ fn portal_from_log(lines: &Receiver<String>) -> SocketAddr {
 /// Runs `chat-server` with `args` to completion, with stdin empty and both
 /// outputs captured; killed if it is still running after [`LIMIT`].
 fn run_to_end(args: &[&str]) -> Output {
-    let mut child = server_command()
+    run_to_end_with(&[], args)
+}
+
+/// [`run_to_end`] through a command `prefix`, as [`server_command`] takes it.
+fn run_to_end_with(prefix: &[String], args: &[&str]) -> Output {
+    let mut child = server_command(prefix)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -171,7 +197,7 @@ fn help_and_version_into_a_closed_pipe_still_exit_0() {
     for flag in ["--help", "--version"] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let mut child = server_command()
+        let mut child = server_command(&[])
             .arg(flag)
             .stdin(Stdio::null())
             .stdout(writer)
@@ -366,4 +392,90 @@ fn no_passcode_is_logged_even_at_trace() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The open-file limit
+// ---------------------------------------------------------------------------
+
+/// A command prefix that runs the server with these soft and hard open-file
+/// limits: `prlimit` if installed, else the shell's `ulimit`.
+fn nofile(soft: u32, hard: u32) -> Vec<String> {
+    let prlimit = Command::new("prlimit")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if prlimit {
+        vec!["prlimit".into(), format!("--nofile={soft}:{hard}")]
+    } else {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            // Soft first: the hard limit cannot go below the soft one.
+            format!("ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\" \"$@\""),
+        ]
+    }
+}
+
+#[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let prefix = nofile(64, 4096);
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let server = TestServer::start_with_prefix(&prefix, &["--workers", "2"]);
+    assert_eq!(
+        common::nofile_limits(server.pid()),
+        ("4096".to_string(), "4096".to_string())
+    );
+}
+
+/// `--workers 6` needs 7 listeners, 12 clients and the margin of 32: 51.
+#[test]
+fn a_limit_below_what_the_workers_need_is_refused_in_one_line() {
+    let output = run_to_end_with(&nofile(50, 50), &["--port", "0", "--workers", "6"]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "chat-server: --workers 6 needs 51 open files, but the limit is 50; raise it \
+         (ulimit -n, prlimit --nofile, LimitNOFILE= for systemd) or pass --allow-low-nofile\n"
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "it bound its listeners");
+    // Exactly enough is enough.
+    let mut server = start_with(
+        &nofile(51, 51),
+        &["--workers", "6"],
+        "info",
+        Stdio::null(),
+        Stdio::piped(),
+    );
+    let lines = lines_of(server.0.stderr.take().unwrap());
+    request_port(portal_from_log(&lines)).expect("the portal answers");
+}
+
+#[test]
+fn allow_low_nofile_warns_and_serves() {
+    let mut server = start_with(
+        &nofile(40, 40),
+        &["--workers", "6", "--allow-low-nofile"],
+        "info",
+        Stdio::null(),
+        Stdio::piped(),
+    );
+    let lines = lines_of(server.0.stderr.take().unwrap());
+    let warning = first_line(&lines, |line| line.contains("WARN")).expect("a warning");
+    assert!(
+        warning.ends_with(
+            "--workers 6 needs 51 open files, but the limit is 40; starting anyway \
+             (--allow-low-nofile): once descriptors run out, new connections wait in the \
+             listen backlog until one is free"
+        ),
+        "{warning:?}"
+    );
+    let portal = portal_from_log(&lines);
+    let mut a = join(portal);
+    let mut b = join(portal);
+    a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
+    b.send_line(b"few files, still fine").unwrap();
+    a.expect("few files, still fine");
 }

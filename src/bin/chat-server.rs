@@ -5,7 +5,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use portal_chat::config::{Command, USAGE, parse_args};
+use portal_chat::config::{Command, Config, USAGE, parse_args};
+use portal_chat::rlimit;
 use portal_chat::server::{Role, Server};
 
 fn main() -> ExitCode {
@@ -17,6 +18,9 @@ fn main() -> ExitCode {
     };
     // Logs go to stderr; RUST_LOG picks the level (info by default).
     portal_chat::logging::init();
+    if let Err(why) = open_file_limit(&config) {
+        return fail(1, why);
+    }
     let server = match Server::bind(&config) {
         Ok(server) => server,
         Err(e) => return fail(1, e),
@@ -39,6 +43,46 @@ fn main() -> ExitCode {
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, format_args!("event loop failed: {e}")),
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, and checks it covers
+/// what `config` needs: before binding, so that a server that cannot hold
+/// its clients says so instead of binding thousands of listeners and then
+/// stalling. With `--allow-low-nofile` a shortfall is a warning.
+fn open_file_limit(config: &Config) -> Result<(), String> {
+    let mut limits =
+        rlimit::current().map_err(|e| format!("cannot read the open-file limit: {e}"))?;
+    if limits.soft < limits.hard {
+        match rlimit::raise_soft_to_hard(limits) {
+            Ok(raised) => {
+                log::debug!(
+                    "open-file limit raised from {} to {}",
+                    limits.soft,
+                    raised.soft
+                );
+                limits = raised;
+            }
+            // Not fatal by itself: the check below decides.
+            Err(e) => log::warn!(
+                "could not raise the open-file limit from {}: {e}",
+                limits.soft
+            ),
+        }
+    }
+    match rlimit::check(config.workers, limits) {
+        Ok(()) => Ok(()),
+        Err(short) if config.allow_low_nofile => {
+            log::warn!(
+                "{short}; starting anyway (--allow-low-nofile): once descriptors run out, \
+                 new connections wait in the listen backlog until one is free"
+            );
+            Ok(())
+        }
+        Err(short) => Err(format!(
+            "{short}; raise it (ulimit -n, prlimit --nofile, LimitNOFILE= for systemd) \
+             or pass --allow-low-nofile"
+        )),
     }
 }
 
