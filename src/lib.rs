@@ -19,6 +19,8 @@
 //! - [`spin`]: when the loop busy-polls before it sleeps.
 //! - [`server`]: the event loop, the only module that touches mio: listeners,
 //!   the slab of sockets, the tick and signals; it only moves bytes.
+//! - [`logging`]: the server's log lines on stderr, with UTC timestamps.
+//! - [`rlimit`]: the open-file limit a configuration needs; raising it.
 //! - [`client`]: the client's side of the protocol, shared by `chat-client`,
 //!   the tests and the benchmarks.
 //!
@@ -31,8 +33,10 @@
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod logging;
 pub mod output;
 pub mod relay;
+pub mod rlimit;
 pub mod server;
 pub mod spin;
 pub mod wire;
