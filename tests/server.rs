@@ -5,6 +5,9 @@
 //! Every socket has a read timeout, so a missing answer fails the test
 //! instead of hanging it; every deadline check has a lower bound (the server
 //! may never act early) and a generous upper bound (the machine is shared).
+//!
+//! tests/wires.rs runs the rules common to every wire through both codecs,
+//! line mode included; a test here that it repeated exactly has gone there.
 
 mod common;
 
@@ -296,46 +299,6 @@ fn ports_are_handed_out_lifo_first_worker_first() {
 }
 
 #[test]
-fn unused_reservation_lapses_and_its_code_dies() {
-    let server = TestServer::start(&["--workers", "2", "--assign-timeout", "1"]);
-    let (w1, w2) = (worker(&server, 1), worker(&server, 2));
-
-    let started = Instant::now();
-    let lapsing = assign(&server);
-    assert_eq!(lapsing.port, w1);
-    let mut holder = join(&server);
-    assert_eq!(holder.port, w2);
-
-    // The portal is full until the unused reservation lapses.
-    let mut reissued = None;
-    assert!(
-        wait_until(IO_TIMEOUT, || match ask_portal(&server) {
-            PortalAnswer::Full => false,
-            PortalAnswer::Assigned(a) => {
-                reissued = Some(a);
-                true
-            }
-        }),
-        "the reservation never lapsed"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "lapsed early: {:?}",
-        started.elapsed()
-    );
-    let reissued = reissued.unwrap();
-    assert_eq!(reissued.port, w1, "the lapsed port is reissued");
-    assert_ne!(reissued.code, lapsing.code, "with a new passcode");
-
-    // The old passcode is dead, in both forms; the new one works.
-    assert_refused(&server, w1, prefixed(&lapsing).as_bytes());
-    assert_refused(&server, w1, format!("{}\n", lapsing.code).as_bytes());
-    let newcomer = handshake(&server, &reissued);
-    assert!(newcomer.partner_present);
-    expect_partner_joined(&mut holder, w2, w1);
-}
-
-#[test]
 fn four_hundred_simultaneous_portal_connections_are_all_answered() {
     let server = TestServer::start(&["--workers", "4", "--assign-timeout", "120"]);
     let portal = server.portal;
@@ -385,26 +348,6 @@ fn four_hundred_simultaneous_portal_connections_are_all_answered() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn both_handshake_forms_are_accepted() {
-    let server = TestServer::start(&["--workers", "2"]);
-    let (w1, w2) = (worker(&server, 1), worker(&server, 2));
-
-    let first = assign(&server);
-    let mut a = raw_handshake(&server, &first, prefixed(&first).as_bytes());
-    a.expect(&format!("SERVER{w1}>>> Waiting for partner {w2}"));
-
-    let second = assign(&server);
-    let mut b = raw_handshake(&server, &second, format!("{}\n", second.code).as_bytes());
-    b.expect(&format!("SERVER{w2}>>> Partner {w1} connected"));
-    a.expect(&format!("SERVER{w1}>>> Partner {w2} connected"));
-
-    a.send(b"from the prefixed form\n");
-    assert_eq!(b.line().as_deref(), Some("from the prefixed form"));
-    b.send(b"from the bare form\n");
-    assert_eq!(a.line().as_deref(), Some("from the bare form"));
-}
-
-#[test]
 fn a_stray_wrong_attempt_does_not_lock_out_the_holder() {
     let server = TestServer::start(&[
         "--workers",
@@ -443,50 +386,6 @@ fn a_stray_wrong_attempt_does_not_lock_out_the_holder() {
     holder.expect(&format!("SERVER{w1}>>> Waiting for partner {w2}"));
     // Single use: the same code again is now refused like any wrong code.
     assert_refused(&server, w1, prefixed(&held).as_bytes());
-}
-
-#[test]
-fn free_occupied_and_reserved_ports_answer_like_a_wrong_code() {
-    let server = TestServer::start(&[
-        "--workers",
-        "4",
-        "--assign-timeout",
-        "30",
-        "--handshake-timeout",
-        "30",
-    ]);
-    let [w1, w2, w3, w4] = [1, 2, 3, 4].map(|n| worker(&server, n));
-
-    let used = assign(&server);
-    let mut occupant = handshake(&server, &used); // w1: occupied
-    let reserved = assign(&server); // w2: reserved, not yet claimed
-    assert_eq!((used.port, reserved.port), (w1, w2));
-    // w3 and w4: free.
-
-    let cases: Vec<(u16, String)> = vec![
-        // Occupied: its own (spent) code, another port's live code, garbage.
-        (w1, prefixed(&used)),
-        (w1, format!("{}\n", reserved.code)),
-        (w1, "nonsense\n".into()),
-        // Reserved for someone else: a wrong code, another port's spent code.
-        (
-            w2,
-            format!("CLIENT{w2}>>>HandshakeCode=AAAAAAAAAAAAAAAAAAAAAAAA\n"),
-        ),
-        (w2, format!("{}\n", used.code)),
-        // Free: a live code reserved for another port, a spent one, garbage.
-        (w3, format!("{}\n", reserved.code)),
-        (w3, format!("CLIENT{w3}>>>HandshakeCode={}\n", used.code)),
-        (w4, "nonsense\n".into()),
-    ];
-    for (port, line) in &cases {
-        assert_refused(&server, *port, line.as_bytes());
-    }
-
-    // None of it disturbed the occupant or the reservation.
-    let claimer = handshake(&server, &reserved);
-    assert!(claimer.partner_present);
-    expect_partner_joined(&mut occupant, w1, w2);
 }
 
 #[test]
@@ -752,80 +651,6 @@ fn the_short_spin_after_traffic_ends_and_the_server_rests() {
         ticks as f64 <= allowed,
         "{ticks} CPU ticks in a quiet second after traffic"
     );
-}
-
-#[test]
-fn workers_pair_one_two_and_three_four_without_crosstalk() {
-    let server = TestServer::start(&["--workers", "4"]);
-    let [w1, w2, w3, w4] = [1, 2, 3, 4].map(|n| worker(&server, n));
-    let mut a = join(&server);
-    let mut b = join(&server);
-    let mut c = join(&server);
-    let mut d = join(&server);
-    assert_eq!([a.port, b.port, c.port, d.port], [w1, w2, w3, w4]);
-    assert!(!a.partner_present && b.partner_present);
-    assert!(!c.partner_present && d.partner_present);
-    expect_partner_joined(&mut a, w1, w2);
-    expect_partner_joined(&mut c, w3, w4);
-
-    // One line at a time, each read before the next is sent: a line that
-    // went astray would already be queued ahead of the markers below.
-    relay(&mut a, &mut b, "a to b");
-    relay(&mut c, &mut d, "c to d");
-    relay(&mut b, &mut a, "b to a");
-    relay(&mut d, &mut c, "d to c");
-
-    relay(&mut a, &mut b, "mark a");
-    relay(&mut b, &mut a, "mark b");
-    relay(&mut c, &mut d, "mark c");
-    relay(&mut d, &mut c, "mark d");
-
-    // A leaving tells only B.
-    a.terminate(IO_TIMEOUT).unwrap();
-    assert_eq!(
-        next(&mut b),
-        notice(format!("SERVER{w2}>>> Partner {w1} left"))
-    );
-    relay(&mut c, &mut d, "c still");
-    relay(&mut d, &mut c, "d still");
-}
-
-#[test]
-fn lines_beginning_with_server_are_refused() {
-    let server = TestServer::start(&["--workers", "2"]);
-    let (w1, w2) = (worker(&server, 1), worker(&server, 2));
-    let mut a = join(&server);
-    let mut b = join(&server);
-    expect_partner_joined(&mut a, w1, w2);
-
-    let refused_a = notice(format!(
-        "SERVER{w1}>>> Refused: chat lines may not begin with SERVER"
-    ));
-    for spoof in [
-        "SERVER>>> TIMEOUT".to_string(),
-        format!("SERVER{w2}>>> Partner {w1} left"),
-        "SERVER>>> Server shutting down".to_string(),
-        "SERVER".to_string(),
-        "SERVERx".to_string(),
-    ] {
-        a.send_line(spoof.as_bytes()).unwrap();
-        assert_eq!(next(&mut a), refused_a, "spoof {spoof:?}");
-    }
-    b.send_line(format!("SERVER{w1}>>> Partner {w2} left").as_bytes())
-        .unwrap();
-    assert_eq!(
-        next(&mut b),
-        notice(format!(
-            "SERVER{w2}>>> Refused: chat lines may not begin with SERVER"
-        ))
-    );
-
-    // Nothing was forwarded: the first thing each side sees is the next
-    // genuine line. `SERVER` elsewhere in a line is fine.
-    a.send_line(b" SERVER not at the start").unwrap();
-    assert_eq!(next(&mut b), chat(" SERVER not at the start"));
-    b.send_line(b"ok").unwrap();
-    assert_eq!(next(&mut a), chat("ok"));
 }
 
 #[test]
@@ -1140,65 +965,6 @@ fn a_partner_that_does_not_read_stalls_the_writer_and_bounds_server_memory() {
 // ---------------------------------------------------------------------------
 // Abrupt endings
 // ---------------------------------------------------------------------------
-
-#[test]
-fn a_reset_mid_session_frees_the_port_and_the_partner_is_told() {
-    let server = TestServer::start(&["--workers", "2"]);
-    let (w1, w2) = (worker(&server, 1), worker(&server, 2));
-    let first = assign(&server);
-    let mut a = raw_handshake(&server, &first, format!("{}\n", first.code).as_bytes());
-    a.expect(&format!("SERVER{w1}>>> Waiting for partner {w2}"));
-    let mut b = join(&server);
-    a.expect(&format!("SERVER{w1}>>> Partner {w2} connected"));
-
-    // Closing a socket with unread received data makes Linux send RST
-    // instead of FIN: B's line sits unread in A's receive buffer.
-    b.send_line(b"you will never read this").unwrap();
-    assert!(a.reader.buffer().is_empty());
-    let mut peek = [0u8; 1];
-    assert_eq!(
-        a.stream
-            .peek(&mut peek)
-            .expect("wait for B's line to arrive"),
-        1
-    );
-    drop(a);
-
-    assert_eq!(
-        next(&mut b),
-        notice(format!("SERVER{w2}>>> Partner {w1} left"))
-    );
-    let again = assign(&server);
-    assert_eq!(again.port, w1, "the reset client's port is free again");
-    let mut c = handshake(&server, &again);
-    assert!(c.partner_present);
-    expect_partner_joined(&mut b, w2, w1);
-    b.send_line(b"hello again").unwrap();
-    assert_eq!(next(&mut c), chat("hello again"));
-}
-
-#[test]
-fn sigterm_tells_every_client_and_exits_zero() {
-    let mut server = TestServer::start(&["--workers", "4"]);
-    let [w1, w2, w3, w4] = [1, 2, 3, 4].map(|n| worker(&server, n));
-    let mut a = join(&server);
-    let mut b = join(&server);
-    let mut c = join(&server);
-    assert_eq!([a.port, b.port, c.port], [w1, w2, w3]);
-    expect_partner_joined(&mut a, w1, w2);
-    // Connected but not yet through the handshake.
-    let mut d = Conn::connect(worker_addr(&server, w4));
-
-    server.signal("TERM");
-    for session in [&mut a, &mut b, &mut c] {
-        assert_eq!(next(session), notice("SERVER>>> Server shutting down"));
-        expect_closed(session);
-    }
-    assert_eq!(d.rest(), "SERVER>>> Server shutting down\n");
-    drop((a, b, c, d));
-    let status = server.wait_exit(IO_TIMEOUT).expect("server did not exit");
-    assert_eq!(status.code(), Some(0));
-}
 
 #[test]
 fn sigint_tells_the_client_and_exits_zero() {
