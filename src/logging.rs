@@ -61,8 +61,12 @@ struct StderrLogger {
 }
 
 impl Log for StderrLogger {
+    /// Other crates' lines (mio's own registration traces, with raw token
+    /// numbers) are left out below info: the trace is this server's story.
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        let ours = metadata.target().starts_with("portal_chat")
+            || metadata.target().starts_with("chat_server");
+        metadata.level() <= self.level && (ours || metadata.level() <= log::Level::Info)
     }
 
     fn log(&self, record: &Record) {

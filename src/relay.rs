@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use log::trace;
 use rand::{CryptoRng, Rng};
 
 use crate::core::{Action, Census, ConnId, Core, is_plain_chat};
@@ -50,6 +51,24 @@ pub enum Role {
     Portal,
     /// Worker port number `n` (0-based).
     Worker(usize),
+}
+
+/// A connection as the trace names it: `conn 7 (worker 2)`, `conn 3
+/// (portal)`. Workers are numbered from 1, as the server announces them.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnName {
+    conn: ConnId,
+    role: Option<Role>,
+}
+
+impl std::fmt::Display for ConnName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.role {
+            Some(Role::Portal) => write!(f, "conn {} (portal)", self.conn.0),
+            Some(Role::Worker(n)) => write!(f, "conn {} (worker {})", self.conn.0, n + 1),
+            None => write!(f, "conn {}", self.conn.0),
+        }
+    }
 }
 
 /// What the event loop must do next.
@@ -271,6 +290,14 @@ impl<R: Rng + CryptoRng> Relay<R> {
     /// Bytes queued for `conn` and not yet written.
     pub fn queued(&self, conn: ConnId) -> usize {
         self.conn(conn).map_or(0, |c| c.outbox.len())
+    }
+
+    /// How the trace names `conn`.
+    pub fn name(&self, conn: ConnId) -> ConnName {
+        ConnName {
+            conn,
+            role: self.conn(conn).map(|c| c.role),
+        }
     }
 
     /// Bytes queued for all connections together.
@@ -693,7 +720,13 @@ impl<R: Rng + CryptoRng> Relay<R> {
         };
         self.queued_total += run.len();
         self.queued_peak = self.queued_peak.max(self.queued_total);
-        to.outbox.push_encoded(from.inbox.get(run));
+        to.outbox.push_encoded(from.inbox.get(run.clone()));
+        trace!(
+            "{}: forwarded {lines} line(s), {} bytes, to {} in one copy",
+            self.name(conn),
+            run.len(),
+            self.name(partner)
+        );
         self.core.handle_forwarded_run(conn, lines, now);
         self.schedule(partner);
         true
@@ -717,8 +750,14 @@ impl<R: Rng + CryptoRng> Relay<R> {
             partner
                 .outbox
                 .push_message(&partner.wire, from.inbox.get(text));
-            self.queued_total += partner.outbox.len() - before;
+            let added = partner.outbox.len() - before;
+            self.queued_total += added;
             self.queued_peak = self.queued_peak.max(self.queued_total);
+            trace!(
+                "{}: forwarded 1 line, {added} bytes, to {}",
+                self.name(conn),
+                self.name(to)
+            );
             self.schedule(to);
         }
         self.apply_actions(now);
@@ -738,13 +777,23 @@ impl<R: Rng + CryptoRng> Relay<R> {
         if let Some(c) = self.conn_mut(to) {
             let before = c.outbox.len();
             c.outbox.push_message(&c.wire, text);
-            self.queued_total += c.outbox.len() - before;
+            let added = c.outbox.len() - before;
+            self.queued_total += added;
             self.queued_peak = self.queued_peak.max(self.queued_total);
+            // The text is not logged: the portal's answer holds a passcode.
+            trace!("{}: queued a notice, {added} bytes", self.name(to));
             self.schedule(to);
         }
     }
 
     fn pause(&mut self, conn: ConnId, on: ConnId) {
+        trace!(
+            "{}: paused: {} has {} bytes queued (all: {})",
+            self.name(conn),
+            self.name(on),
+            self.queued(on),
+            self.queued_total
+        );
         if let Some(c) = self.conn_mut(conn) {
             c.paused_on = Some(on);
         }
@@ -789,6 +838,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
             return;
         }
         self.unpause(conn);
+        trace!("{}: resumed", self.name(conn));
         // Messages already in the inbox are handled now, as part of the
         // turn that made room; reading more waits for this connection's own
         // turn.
@@ -833,6 +883,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
         let serial = c.serial;
         let waiter = c.waiter;
         self.unpause(conn);
+        trace!("{}: closing", self.name(conn));
         self.lingering.push_back((until, conn, serial));
         self.shut_down_if_flushed(conn);
         // A sender paused on this queue is no longer this one's partner.
@@ -875,6 +926,9 @@ impl<R: Rng + CryptoRng> Relay<R> {
 
     /// Forgets `conn` and tells the loop to close its socket.
     fn close(&mut self, conn: ConnId, now: Instant) {
+        if self.conn(conn).is_some() {
+            trace!("{}: closed", self.name(conn));
+        }
         self.unpause(conn);
         let Some(c) = self.conns.get_mut(conn.0).and_then(Option::take) else {
             return;

@@ -215,12 +215,16 @@ impl Server {
     /// Hands one readiness event to the relay (or accepts, for a listener).
     fn dispatch(&mut self, event: &Event, now: Instant) {
         trace!(
-            "event {:?}: readable={} writable={} read_closed={} error={}",
-            event.token(),
-            event.is_readable(),
-            event.is_writable(),
-            event.is_read_closed(),
-            event.is_error()
+            "event for {}:{}{}{}{}",
+            self.token_name(event.token()),
+            if event.is_readable() { " readable" } else { "" },
+            if event.is_writable() { " writable" } else { "" },
+            if event.is_read_closed() {
+                " read-closed"
+            } else {
+                ""
+            },
+            if event.is_error() { " error" } else { "" },
         );
         match event.token() {
             Token(t) if t >= LISTENERS => self.accept_all(t - LISTENERS, now),
@@ -242,12 +246,11 @@ impl Server {
                 Io::Read(conn) => self.read_once(conn, now),
                 Io::Write(conn) => self.write_once(conn, now),
                 Io::ShutdownWrite(conn) => {
-                    trace!("connection {}: shutting down writing", conn.0);
+                    trace!("{}: shut down writing (FIN)", self.relay.name(conn));
                     let _ = self.streams[conn.0].shutdown(Shutdown::Write);
                 }
                 Io::WantWritable(conn, wanted) => self.want_writable(conn, wanted, now),
                 Io::Close(conn) => {
-                    trace!("connection {}: closed", conn.0);
                     let mut stream = self.streams.remove(conn.0);
                     let _ = self.poll.registry().deregister(&mut stream);
                 }
@@ -258,17 +261,20 @@ impl Server {
     fn read_once(&mut self, conn: ConnId, now: Instant) {
         match self.streams[conn.0].read(&mut self.read_buffer) {
             Ok(0) => {
-                trace!("connection {}: end of stream", conn.0);
+                trace!("{}: read end of stream", self.relay.name(conn));
                 self.relay.end_of_stream(conn, now);
             }
             Ok(n) => {
-                trace!("connection {}: read {n} bytes", conn.0);
+                trace!("{}: read {n} bytes", self.relay.name(conn));
                 self.relay.bytes_read(conn, &self.read_buffer[..n], now);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.relay.read_would_block(conn),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                trace!("{}: read would block: drained", self.relay.name(conn));
+                self.relay.read_would_block(conn);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {} // the relay asks again
             Err(e) => {
-                debug!("connection {}: read failed: {e}", conn.0);
+                debug!("{}: read failed: {e}", self.relay.name(conn));
                 self.relay.reset(conn, now);
             }
         }
@@ -279,13 +285,20 @@ impl Server {
         match self.streams[conn.0].write(bytes) {
             Ok(0) if !bytes.is_empty() => self.relay.reset(conn, now),
             Ok(n) => {
-                trace!("connection {}: wrote {n} bytes", conn.0);
                 self.relay.write_done(conn, n, now);
+                trace!(
+                    "{}: wrote {n} bytes, {} still queued",
+                    self.relay.name(conn),
+                    self.relay.queued(conn)
+                );
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.relay.write_would_block(conn),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                trace!("{}: write would block: socket full", self.relay.name(conn));
+                self.relay.write_would_block(conn);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                debug!("connection {}: write failed: {e}", conn.0);
+                debug!("{}: write failed: {e}", self.relay.name(conn));
                 self.relay.reset(conn, now);
             }
         }
@@ -299,13 +312,18 @@ impl Server {
         } else {
             Interest::READABLE
         };
+        trace!(
+            "{}: {} WRITABLE interest",
+            self.relay.name(conn),
+            if wanted { "register" } else { "drop" }
+        );
         let stream = &mut self.streams[conn.0];
         if let Err(e) = self
             .poll
             .registry()
             .reregister(stream, Token(conn.0), interest)
         {
-            debug!("connection {}: reregister failed: {e}", conn.0);
+            debug!("{}: reregister failed: {e}", self.relay.name(conn));
             self.relay.reset(conn, now);
         }
     }
@@ -361,10 +379,24 @@ impl Server {
         self.poll
             .registry()
             .register(&mut stream, Token(key), Interest::READABLE)?;
-        trace!("accepted {peer} as connection {key} on {role:?}");
         entry.insert(stream);
         self.relay.accepted(ConnId(key), role, self.wire, peer, now);
+        trace!("accepted {peer} as {}", self.relay.name(ConnId(key)));
         Ok(())
+    }
+
+    /// How the trace names a token: `signals`, `portal`, `worker 3` (a
+    /// listener), or a connection as the relay names it.
+    fn token_name(&self, token: Token) -> String {
+        match token {
+            SIGNALS => "signals".to_string(),
+            Token(t) if t >= LISTENERS => match self.listeners.get(t - LISTENERS).map(|l| l.role) {
+                Some(Role::Portal) => "portal".to_string(),
+                Some(Role::Worker(n)) => format!("worker {} (listener)", n + 1),
+                None => format!("listener {}", t - LISTENERS),
+            },
+            Token(key) => self.relay.name(ConnId(key)).to_string(),
+        }
     }
 
     fn on_tick(&mut self, now: Instant) {
@@ -377,6 +409,9 @@ impl Server {
             if self.listeners[index].paused {
                 self.listeners[index].paused = false;
                 self.accept_all(index, now);
+                if !self.listeners[index].paused {
+                    info!("{:?} listener: accepting again", self.listeners[index].role);
+                }
             }
         }
     }
