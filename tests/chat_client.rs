@@ -9,14 +9,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use portal_chat::client::{Message, Session};
+use portal_chat::client::{Message, RetryPolicy, Session};
 
 /// The longest wait for any one expected thing. Everything here happens in
 /// milliseconds on loopback, or 2 s for a full portal's retry; the margin is
@@ -42,9 +42,15 @@ struct Finished {
 impl Client {
     /// Starts `chat-client --port PORTAL ARGS...` with its stdin from `stdin`.
     fn start(portal: u16, args: &[&str], stdin: Stdio) -> Client {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
-            .args(["--port", &portal.to_string()])
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-client"));
+        command.args(["--port", &portal.to_string()]).args(args);
+        Client::spawn(command, stdin)
+    }
+
+    /// Starts `command`, which runs `chat-client`, with its stdin from
+    /// `stdin` and its stdout and stderr read by the test.
+    fn spawn(mut command: Command, stdin: Stdio) -> Client {
+        let mut child = command
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -489,21 +495,143 @@ fn refused_handshake_goes_back_to_the_portal_once_then_exits_5() {
     assert_eq!(times_asked.try_iter().count(), 2);
 }
 
-#[test]
-fn unreachable_server_exits_3() {
-    // A port that was just free, and is closed again: connecting is refused.
-    let port = TcpListener::bind("127.0.0.1:0")
+/// A port that was just free, and is closed again: connecting to it is
+/// refused.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let finished = Client::start(port, &["--host", "localhost"], Stdio::piped()).finish();
+        .port()
+}
+
+#[test]
+fn unreachable_server_exits_3() {
+    let port = closed_port();
+    let finished = Client::start(port, &["--host", "127.0.0.1"], Stdio::piped()).finish();
     assert_eq!((finished.code, finished.stdout.len()), (Some(3), 0));
     let [message] = &finished.stderr[..] else {
         panic!("one line expected: {:?}", finished.stderr);
     };
     let expected = format!("chat-client: cannot reach the server at 127.0.0.1:{port}: ");
     assert!(message.starts_with(&expected), "{message}");
+}
+
+/// Where `localhost` is `::1` as well as `127.0.0.1`, as in the
+/// `/etc/hosts` of Debian and most systems (this test machine's lists
+/// `127.0.0.1` only): a hosts file that says so, seen by one process only.
+/// `None` if this machine cannot give a process its own view of
+/// `/etc/hosts` (a mount namespace needs root).
+struct LocalhostBothWays {
+    hosts_file: std::path::PathBuf,
+}
+
+impl LocalhostBothWays {
+    fn new() -> Option<LocalhostBothWays> {
+        let private_mounts = Command::new("unshare")
+            .args(["--mount", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !private_mounts {
+            eprintln!("skipped: `unshare --mount` is not permitted here");
+            return None;
+        }
+        let hosts_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "chat-client-hosts-{}-{:?}",
+            std::process::id(),
+            thread::current().id()
+        ));
+        std::fs::write(&hosts_file, "127.0.0.1 localhost\n::1 localhost\n").unwrap();
+        Some(LocalhostBothWays { hosts_file })
+    }
+
+    /// `chat-client --port PORTAL --host localhost ARGS...`, in a mount
+    /// namespace of its own where the hosts file is `/etc/hosts`.
+    fn client(&self, portal: u16, args: &[&str]) -> Client {
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--mount",
+                "sh",
+                "-c",
+                r#"mount --bind "$0" /etc/hosts && exec "$@""#,
+            ])
+            .arg(&self.hosts_file)
+            .arg(env!("CARGO_BIN_EXE_chat-client"))
+            .args(["--port", &portal.to_string(), "--host", "localhost"])
+            .args(args);
+        Client::spawn(command, Stdio::piped())
+    }
+}
+
+impl Drop for LocalhostBothWays {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.hosts_file);
+    }
+}
+
+/// The client joins `server` and chats with a library session there.
+fn chat_through(server: &TestServer, mut client: Client) {
+    let (p1, p2) = first_pair(server);
+    client.expect_stderr(&format!(
+        "chat-client: connected on port {p1}; waiting for partner {p2}"
+    ));
+    let mut partner = server.join();
+    client.expect_stderr(&format!("SERVER{p1}>>> Partner {p2} connected"));
+    partner.send_line(b"over here").unwrap();
+    client.expect_stdout("over here");
+    client.type_text("found you\n");
+    assert_eq!(next_message(&mut partner), chat("found you"));
+    client.close_stdin();
+    assert_eq!(client.finish().code, Some(0));
+}
+
+#[test]
+fn localhost_reaches_a_server_on_either_loopback_address() {
+    let Some(localhost) = LocalhostBothWays::new() else {
+        return;
+    };
+    // The resolver puts `::1` first: a server there is reached at once, one
+    // on `127.0.0.1` after `::1` refused.
+    for bind in ["::1", "127.0.0.1"] {
+        let server = TestServer::start(&["--bind", bind]);
+        assert_eq!(server.host(), bind.parse::<std::net::IpAddr>().unwrap());
+        chat_through(&server, localhost.client(server.portal.port(), &[]));
+    }
+}
+
+#[test]
+fn every_address_of_an_unreachable_name_is_named() {
+    let Some(localhost) = LocalhostBothWays::new() else {
+        return;
+    };
+    let port = closed_port();
+    let finished = localhost.client(port, &[]).finish();
+    assert_eq!((finished.code, finished.stdout.len()), (Some(3), 0));
+    let [message] = &finished.stderr[..] else {
+        panic!("one line expected: {:?}", finished.stderr);
+    };
+    let expected = format!(
+        "chat-client: cannot reach the server at localhost, port {port}: \
+         [::1]:{port}: Connection refused (os error 111); \
+         127.0.0.1:{port}: Connection refused (os error 111)"
+    );
+    assert_eq!(message, &expected);
+}
+
+#[test]
+fn the_library_joins_at_the_first_address_that_accepts() {
+    let server = TestServer::start(&[]);
+    let (p1, _) = first_pair(&server);
+    // 127.0.0.2 is loopback too, but the server listens on 127.0.0.1 only.
+    let hosts = [IpAddr::from([127, 0, 0, 2]), server.host()];
+    let policy = RetryPolicy {
+        retries: Some(0),
+        delay: Duration::ZERO,
+    };
+    let session = Session::join_any(&hosts, server.portal.port(), policy, |_| {}).unwrap();
+    assert_eq!(session.port, p1);
 }
 
 #[test]

@@ -18,7 +18,7 @@
 //! wait for.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use portal_chat::client::{
-    FULL_RETRY_DELAY, JoinError, JoinEvent, Message, RetryPolicy, Session, SessionReader,
+    self, FULL_RETRY_DELAY, JoinError, JoinEvent, Message, RetryPolicy, Session, SessionReader,
     SessionWriter,
 };
 use signal_hook::consts::SIGINT;
@@ -42,8 +42,8 @@ beginning with SERVER) and the client's own messages (beginning with
 chat-client:) go to standard error.
 
 Options:
-  --host HOST    server address or name; a name's first IPv4
-                 address is used if it has one              [127.0.0.1]
+  --host HOST    server address or name; every address of a
+                 name is tried, in order                    [127.0.0.1]
   --port PORT    the server's portal port                   [50000]
   --retries N    while the server is full, ask again at most
                  N times, 2 s apart                         [no limit]
@@ -224,14 +224,14 @@ fn invalid(value: &str, flag: &str, why: &str) -> String {
 
 /// Resolves, joins and chats; returns how it ended.
 fn run(options: &Options) -> Exit {
-    let host = match resolve(&options.host, options.port) {
-        Ok(host) => host,
+    let hosts = match client::resolve(&options.host) {
+        Ok(hosts) => hosts,
         Err(e) => {
             say(format!("cannot resolve {}: {e}", options.host));
             return Exit::Unreachable;
         }
     };
-    let session = match join(host, options) {
+    let session = match join(&hosts, options) {
         Ok(session) => session,
         Err(exit) => return exit,
     };
@@ -268,23 +268,10 @@ fn run(options: &Options) -> Exit {
     .run()
 }
 
-/// The address to use for `host`: itself if it is an IP address; otherwise
-/// the name's first IPv4 address, or else its first address. IPv4 first
-/// because the server listens on 127.0.0.1 by default while `localhost`
-/// often lists `::1` first.
-fn resolve(host: &str, port: u16) -> io::Result<IpAddr> {
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
-    addrs
-        .iter()
-        .find(|addr| addr.is_ipv4())
-        .or(addrs.first())
-        .map(SocketAddr::ip)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found"))
-}
-
-/// Joins through the portal at `host`, telling the user about every
-/// setback. On failure, says why and returns the exit status.
-fn join(host: IpAddr, options: &Options) -> Result<Session, Exit> {
+/// Joins through the portal at `hosts` (the addresses of `--host`), telling
+/// the user about every setback. On failure, says why and returns the exit
+/// status.
+fn join(hosts: &[IpAddr], options: &Options) -> Result<Session, Exit> {
     let policy = RetryPolicy {
         retries: options.retries,
         delay: FULL_RETRY_DELAY,
@@ -310,7 +297,7 @@ fn join(host: IpAddr, options: &Options) -> Result<Session, Exit> {
              asking the portal again"
         )),
     };
-    Session::join_observed(host, options.port, policy, on_event).map_err(|e| match e {
+    Session::join_any(hosts, options.port, policy, on_event).map_err(|e| match e {
         JoinError::Full { .. } => {
             say(format!("giving up: {e}"));
             Exit::Full
@@ -320,10 +307,17 @@ fn join(host: IpAddr, options: &Options) -> Result<Session, Exit> {
             Exit::Refused
         }
         JoinError::Io(e) => {
-            say(format!(
-                "cannot reach the server at {}: {e}",
-                SocketAddr::new(host, options.port)
-            ));
+            match hosts {
+                [host] => say(format!(
+                    "cannot reach the server at {}: {e}",
+                    SocketAddr::new(*host, options.port)
+                )),
+                // The error names each address and what it said.
+                _ => say(format!(
+                    "cannot reach the server at {}, port {}: {e}",
+                    options.host, options.port
+                )),
+            }
             Exit::Unreachable
         }
         JoinError::Protocol(_) => {
@@ -671,14 +665,5 @@ mod tests {
         }
         // The last bytes before the end of input are a line.
         assert_eq!(lines(b"ab\r\n\ncd", 64), [text("ab"), text(""), text("cd")]);
-    }
-
-    #[test]
-    fn ip_addresses_need_no_resolver() {
-        assert_eq!(
-            resolve("127.0.0.1", 1).unwrap(),
-            IpAddr::from([127, 0, 0, 1])
-        );
-        assert_eq!(resolve("::1", 1).unwrap(), "::1".parse::<IpAddr>().unwrap());
     }
 }
