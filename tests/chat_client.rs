@@ -195,11 +195,42 @@ fn help_lists_every_exit_status() {
 }
 
 #[test]
+fn version_is_the_one_in_cargo_toml() {
+    let version = run_to_end(&["--version"]);
+    assert_eq!(
+        version,
+        Finished {
+            code: Some(0),
+            stdout: vec![format!("chat-client {}", env!("CARGO_PKG_VERSION"))],
+            stderr: vec![],
+        }
+    );
+}
+
+#[test]
 fn bad_flags_are_one_line_errors_with_status_2() {
     for (args, message) in [
         (
             &["--frobnicate"][..],
             "chat-client: unknown option --frobnicate (see --help)",
+        ),
+        // Last, and where a value is expected (the run adds `--port N`
+        // first).
+        (
+            &["--retries", "1", "--bogus"],
+            "chat-client: unknown option --bogus (see --help)",
+        ),
+        (
+            &["--max-line", "--bogus"],
+            "chat-client: unknown option --bogus (see --help)",
+        ),
+        (
+            &["--host"],
+            "chat-client: missing value for --host (see --help)",
+        ),
+        (
+            &["--max-line", "0"],
+            "chat-client: invalid value \"0\" for --max-line: not a whole number above 0",
         ),
         (
             &["--retries", "x"],
@@ -374,6 +405,45 @@ fn a_line_over_1_mib_is_not_sent_and_the_next_one_is() {
         notice(&format!("SERVER{p1}>>> Partner {p2} left")),
     ] {
         assert_eq!(next_message(&mut partner), expected);
+    }
+}
+
+#[test]
+fn a_line_over_max_line_is_not_sent_and_the_session_goes_on() {
+    // 20, not less: the server's limit applies to `CLIENT>>> TERMINATE`
+    // too (19 bytes).
+    for (limit, flags) in [(8192, &[][..]), (20, &["--max-line", "20"])] {
+        let server = TestServer::start(flags);
+        let (p1, p2) = first_pair(&server);
+        let mut partner = server.join();
+        let longest = "x".repeat(limit);
+        let input = input_file("max-line", &format!("{longest}\n{longest}y\r\nafter\n"));
+        let client = Client::start(server.portal.port(), flags, input.into());
+        assert_eq!(
+            client.finish(),
+            Finished {
+                code: Some(0),
+                stdout: vec![],
+                stderr: vec![
+                    format!("chat-client: connected on port {p2}; partner {p1} is here"),
+                    format!(
+                        "chat-client: line too long ({} bytes; the server takes at most \
+                         {limit}, see --max-line); not sent",
+                        limit + 1
+                    ),
+                    format!("chat-client: left port {p2}"),
+                ],
+            },
+            "{flags:?}"
+        );
+        for expected in [
+            notice(&format!("SERVER{p1}>>> Partner {p2} connected")),
+            chat(&longest),
+            chat("after"),
+            notice(&format!("SERVER{p1}>>> Partner {p2} left")),
+        ] {
+            assert_eq!(next_message(&mut partner), expected, "{flags:?}");
+        }
     }
 }
 

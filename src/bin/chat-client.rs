@@ -47,7 +47,12 @@ Options:
   --port PORT    the server's portal port                   [50000]
   --retries N    while the server is full, ask again at most
                  N times, 2 s apart                         [no limit]
+  --max-line BYTES
+                 the server's --max-line: a longer line is
+                 not sent (the server would end the
+                 session), and the client says so           [8192]
   -h, --help     print this help
+  --version      print the version
 
 Leave with /quit, end of input (Ctrl-D) or Ctrl-C. Ctrl-C while still joining
 stops the program at once (the shell reports the signal).
@@ -65,18 +70,20 @@ Exit status:
 /// The line that leaves, when typed on its own.
 const QUIT: &[u8] = b"/quit";
 
-/// The longest line of standard input that is sent, in bytes, not counting
-/// its line ending. A longer line is skipped with a message (see
-/// [`next_line`]).
+/// The longest line of standard input that is read whole, in bytes, not
+/// counting its line ending, unless `--max-line` is larger. A longer line
+/// is skipped as it is read, with a message (see [`next_line`]).
 ///
 /// The bound is there so that input without a newline (`head -c 100M
 /// /dev/zero | chat-client`) cannot make the client hold more and more
-/// memory. Its value is not the server's limit, which the client does not
-/// know: it is far above any sensible `--max-line` (8192 bytes by default),
-/// so the server stays the one that decides which lines are too long for
-/// the chat, and small enough that holding one line costs the client
-/// little.
+/// memory. It is far above the server's default `--max-line`, and small
+/// enough that holding one line costs the client little. A line under it
+/// but over `--max-line` is read, then refused by [`Options::max_line`]'s
+/// check, with a message that gives its length.
 const MAX_INPUT_LINE: usize = 1024 * 1024;
+
+/// The server's default `--max-line`, the client's default too.
+const DEFAULT_MAX_LINE: usize = 8192;
 
 /// How long to wait, after sending `CLIENT>>> TERMINATE`, for the server to
 /// close the connection. The server closes at once; the wait only lets the
@@ -118,6 +125,8 @@ enum Command {
     Run(Options),
     /// Print [`USAGE`] and exit.
     Help,
+    /// Print the name and version and exit.
+    Version,
 }
 
 /// Where the server is and how patient to be with it.
@@ -129,14 +138,18 @@ struct Options {
     port: u16,
     /// Retries while the portal is full; `None` retries without limit.
     retries: Option<u32>,
+    /// The longest line sent, in bytes, without its line ending: the
+    /// server's `--max-line`, past which it would end the session.
+    max_line: usize,
 }
 
 /// Something the main thread must react to while chatting.
 enum Event {
     /// A line from standard input, without its line ending.
     Typed(Vec<u8>),
-    /// A line from standard input longer than [`MAX_INPUT_LINE`], skipped.
-    TooLong,
+    /// A line from standard input longer than this many bytes, skipped as
+    /// it was read.
+    TooLong(usize),
     /// Standard input ended, or failed with the error.
     InputEnded(Option<io::Error>),
     /// Ctrl-C.
@@ -154,12 +167,28 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             Exit::Left.into()
         }
+        Ok(Command::Version) => {
+            println!("chat-client {}", env!("CARGO_PKG_VERSION"));
+            Exit::Left.into()
+        }
         Err(message) => {
             say(message);
             Exit::Usage.into()
         }
     }
 }
+
+/// The flags [`parse_args`] knows, for telling a missing value from an
+/// unknown flag.
+const FLAGS: [&str; 7] = [
+    "--host",
+    "--port",
+    "--retries",
+    "--max-line",
+    "-h",
+    "--help",
+    "--version",
+];
 
 /// Parses the arguments after the program name. The error is one line,
 /// ready to print.
@@ -173,11 +202,13 @@ where
         host: "127.0.0.1".to_string(),
         port: 50000,
         retries: None,
+        max_line: DEFAULT_MAX_LINE,
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
+            Long("version") => return Ok(Command::Version),
             Long("host") => {
                 let value = flag_value(&mut parser, "--host")?;
                 if value.is_empty() {
@@ -201,20 +232,69 @@ where
                     .map_err(|_| invalid(&value, "--retries", "not a whole number"))?;
                 options.retries = Some(retries);
             }
-            Long(name) => return Err(format!("unknown option --{name} (see --help)")),
-            Short(c) => return Err(format!("unknown option -{c} (see --help)")),
+            Long("max-line") => {
+                let value = flag_value(&mut parser, "--max-line")?;
+                options.max_line = match value.parse() {
+                    Ok(0) | Err(_) => {
+                        return Err(invalid(&value, "--max-line", "not a whole number above 0"));
+                    }
+                    Ok(bytes) => bytes,
+                };
+            }
+            Long(name) => return Err(unknown(&format!("--{name}"))),
+            Short(c) => return Err(unknown(&format!("-{c}"))),
             Value(v) => return Err(format!("unexpected argument {v:?}")),
         }
     }
     Ok(Command::Run(options))
 }
 
-/// The value of `flag`, which must be UTF-8.
+/// The value of `flag`, which must be UTF-8: what follows `=` in
+/// `--flag=VALUE`, or else the next argument, unless that is a flag itself.
+/// `--port --bogus` is then an unknown flag, as `--bogus` is anywhere, and
+/// `--port --host x` a missing value.
 fn flag_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
-    let value = parser.value().map_err(|e| e.to_string())?;
+    let value = match parser.optional_value() {
+        Some(value) => value,
+        None => {
+            let mut rest = parser.raw_args().map_err(|e| e.to_string())?;
+            if let Some(next) = rest.peek().and_then(|next| next.to_str())
+                && looks_like_a_flag(next)
+            {
+                let name = next.split_once('=').map_or(next, |(name, _)| name);
+                return Err(if FLAGS.contains(&name) {
+                    missing(flag)
+                } else {
+                    unknown(name)
+                });
+            }
+            rest.next().ok_or_else(|| missing(flag))?
+        }
+    };
     value
         .into_string()
         .map_err(|_| format!("invalid value for {flag}: not UTF-8"))
+}
+
+/// Whether an argument is a flag rather than a value: `--name`, or `-x`
+/// with a letter. `-1` is a value (a wrong one for every flag here, which
+/// the flag's own check says), and so is `-`.
+fn looks_like_a_flag(arg: &str) -> bool {
+    match arg.as_bytes() {
+        [b'-', b'-', _, ..] => true,
+        [b'-', second, ..] => !second.is_ascii_digit(),
+        _ => false,
+    }
+}
+
+/// The one-line message for an unknown flag.
+fn unknown(flag: &str) -> String {
+    format!("unknown option {flag} (see --help)")
+}
+
+/// The one-line message for a flag given without its value.
+fn missing(flag: &str) -> String {
+    format!("missing value for {flag} (see --help)")
 }
 
 /// The one-line message for a value that `flag` does not accept.
@@ -259,11 +339,12 @@ fn run(options: &Options) -> Exit {
     }
     let (reader, writer) = session.split();
     read_server(reader, events_tx.clone());
-    read_stdin(events_tx);
+    read_stdin(options.max_line.max(MAX_INPUT_LINE), events_tx);
     Chat {
         writer,
         events,
         port,
+        max_line: options.max_line,
     }
     .run()
 }
@@ -364,14 +445,14 @@ fn read_server(mut reader: SessionReader, events: Sender<Event>) {
 }
 
 /// Reports each line of standard input, then its end. A line longer than
-/// [`MAX_INPUT_LINE`] is reported as [`Event::TooLong`] instead.
-fn read_stdin(events: Sender<Event>) {
+/// `max` bytes is reported as [`Event::TooLong`] instead.
+fn read_stdin(max: usize, events: Sender<Event>) {
     thread::spawn(move || {
         let mut stdin = io::stdin().lock();
         let end = loop {
-            let event = match next_line(&mut stdin, MAX_INPUT_LINE) {
+            let event = match next_line(&mut stdin, max) {
                 Ok(Some(Line::Text(line))) => Event::Typed(line),
-                Ok(Some(Line::TooLong)) => Event::TooLong,
+                Ok(Some(Line::TooLong)) => Event::TooLong(max),
                 Ok(None) => break None,
                 Err(e) => break Some(e),
             };
@@ -462,6 +543,8 @@ struct Chat {
     events: Receiver<Event>,
     /// Our port, for the farewell message.
     port: u16,
+    /// The longest line sent ([`Options::max_line`]).
+    max_line: usize,
 }
 
 impl Chat {
@@ -473,15 +556,23 @@ impl Chat {
             let event = self.events.recv().expect("the signal thread never ends");
             match event {
                 Event::Typed(line) if line == QUIT => return self.leave(Exit::Left),
+                // Sent, it would end the session: the server closes the
+                // connection of a client whose line is over its limit.
+                Event::Typed(line) if line.len() > self.max_line => say(format!(
+                    "line too long ({} bytes; the server takes at most {}, see --max-line); \
+                     not sent",
+                    line.len(),
+                    self.max_line
+                )),
                 Event::Typed(line) => {
                     if let Err(e) = self.writer.send_line(&line) {
                         say(format!("lost the connection to the server: {e}"));
                         return Exit::ServerGone;
                     }
                 }
-                Event::TooLong => say(format!(
-                    "line too long (limit {MAX_INPUT_LINE} bytes); not sent"
-                )),
+                Event::TooLong(limit) => {
+                    say(format!("line too long (limit {limit} bytes); not sent"))
+                }
                 Event::InputEnded(None) | Event::Interrupted => return self.leave(Exit::Left),
                 Event::InputEnded(Some(e)) => {
                     say(format!("cannot read standard input: {e}"));
@@ -536,7 +627,7 @@ impl Chat {
                 // A second Ctrl-C stops the wait.
                 Ok(Event::ServerClosed(_) | Event::Interrupted) => break,
                 // Input after leaving is not sent.
-                Ok(Event::Typed(_) | Event::TooLong | Event::InputEnded(_)) => {}
+                Ok(Event::Typed(_) | Event::TooLong(_) | Event::InputEnded(_)) => {}
                 // Only a timeout: the signal thread keeps the channel open.
                 Err(_) => {
                     say("the server did not close the connection; leaving anyway");
@@ -581,6 +672,7 @@ mod tests {
         match parse_args(args.iter().copied())? {
             Command::Run(options) => Ok(options),
             Command::Help => Err("help".into()),
+            Command::Version => Err("version".into()),
         }
     }
 
@@ -591,7 +683,8 @@ mod tests {
             Options {
                 host: "127.0.0.1".into(),
                 port: 50000,
-                retries: None
+                retries: None,
+                max_line: 8192,
             }
         );
     }
@@ -599,13 +692,24 @@ mod tests {
     #[test]
     fn every_flag_is_read() {
         assert_eq!(
-            options(&["--host", "example.org", "--port", "6000", "--retries=3"]).unwrap(),
+            options(&[
+                "--host",
+                "example.org",
+                "--port",
+                "6000",
+                "--retries=3",
+                "--max-line",
+                "100"
+            ])
+            .unwrap(),
             Options {
                 host: "example.org".into(),
                 port: 6000,
-                retries: Some(3)
+                retries: Some(3),
+                max_line: 100,
             }
         );
+        assert_eq!(parse_args(["--version"]).unwrap(), Command::Version);
         assert_eq!(parse_args(["-h"]).unwrap(), Command::Help);
         assert_eq!(
             parse_args(["--port", "1", "--help"]).unwrap(),
@@ -622,6 +726,8 @@ mod tests {
             &["--retries", "-1"],
             &["--retries", "x"],
             &["--host", ""],
+            &["--max-line", "0"],
+            &["--max-line", "x"],
             &["--frobnicate"],
             &["-x"],
             &["stray"],
@@ -629,6 +735,36 @@ mod tests {
             let err = options(args).unwrap_err();
             assert!(!err.contains('\n') && !err.is_empty(), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn an_unknown_flag_is_unknown_wherever_it_stands() {
+        let unknown = Err("unknown option --bogus (see --help)".to_string());
+        for flag in ["--host", "--port", "--retries", "--max-line"] {
+            // Last, first, and where a value is expected.
+            assert_eq!(options(&[flag, "1", "--bogus"]), unknown, "{flag}");
+            assert_eq!(options(&["--bogus", flag, "1"]), unknown, "{flag}");
+            assert_eq!(options(&[flag, "--bogus"]), unknown, "{flag}");
+            assert_eq!(options(&[flag, "--bogus=1"]), unknown, "{flag}");
+            // A known flag where a value is expected: the value is missing.
+            let missing = Err(format!("missing value for {flag} (see --help)"));
+            assert_eq!(options(&[flag, "--version"]), missing, "{flag}");
+            assert_eq!(options(&[flag, "-h"]), missing, "{flag}");
+            assert_eq!(options(&[flag]), missing, "{flag}");
+        }
+        assert_eq!(
+            options(&["-x"]),
+            Err("unknown option -x (see --help)".to_string())
+        );
+        // `--flag=VALUE` takes the value as it is, and `-1` is a value.
+        assert_eq!(
+            options(&["--host=--bogus"]).unwrap().host,
+            "--bogus".to_string()
+        );
+        assert_eq!(
+            options(&["--retries", "-1"]),
+            Err("invalid value \"-1\" for --retries: not a whole number".to_string())
+        );
     }
 
     /// Every line of `input`, read through a buffer of `capacity` bytes,
