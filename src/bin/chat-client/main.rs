@@ -16,8 +16,17 @@
 //! read is the simplest way to read stdin whether it is a terminal, a pipe or
 //! a file (epoll refuses regular files), and a client has only three things to
 //! wait for.
+//!
+//! # Layout
+//!
+//! - `main.rs` (here): joining, the events and the chat loop, exit statuses.
+//! - [`args`]: the command line.
+//! - [`input`]: reading lines from a pipe or a file.
 
-use std::io::{self, BufRead, IsTerminal, Read, Write};
+mod args;
+mod input;
+
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
@@ -30,6 +39,9 @@ use portal_chat::client::{
     SessionWriter,
 };
 use signal_hook::consts::SIGINT;
+
+use args::{Command, Options, parse_args};
+use input::read_stdin;
 
 /// Usage text printed by `chat-client --help`.
 const USAGE: &str = "\
@@ -72,7 +84,7 @@ const QUIT: &[u8] = b"/quit";
 
 /// The longest line of standard input that is read whole, in bytes, not
 /// counting its line ending, unless `--max-line` is larger. A longer line
-/// is skipped as it is read, with a message (see [`next_line`]).
+/// is skipped as it is read, with a message (see [`input::next_line`]).
 ///
 /// The bound is there so that input without a newline (`head -c 100M
 /// /dev/zero | chat-client`) cannot make the client hold more and more
@@ -118,31 +130,6 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// What the command line asks for.
-#[derive(Debug, PartialEq)]
-enum Command {
-    /// Chat with these options.
-    Run(Options),
-    /// Print [`USAGE`] and exit.
-    Help,
-    /// Print the name and version and exit.
-    Version,
-}
-
-/// Where the server is and how patient to be with it.
-#[derive(Debug, PartialEq)]
-struct Options {
-    /// An IP address or a host name.
-    host: String,
-    /// The portal port.
-    port: u16,
-    /// Retries while the portal is full; `None` retries without limit.
-    retries: Option<u32>,
-    /// The longest line sent, in bytes, without its line ending: the
-    /// server's `--max-line`, past which it would end the session.
-    max_line: usize,
-}
-
 /// Something the main thread must react to while chatting.
 enum Event {
     /// A line from standard input, without its line ending.
@@ -176,130 +163,6 @@ fn main() -> ExitCode {
             Exit::Usage.into()
         }
     }
-}
-
-/// The flags [`parse_args`] knows, for telling a missing value from an
-/// unknown flag.
-const FLAGS: [&str; 7] = [
-    "--host",
-    "--port",
-    "--retries",
-    "--max-line",
-    "-h",
-    "--help",
-    "--version",
-];
-
-/// Parses the arguments after the program name. The error is one line,
-/// ready to print.
-fn parse_args<I>(args: I) -> Result<Command, String>
-where
-    I: IntoIterator,
-    I::Item: Into<std::ffi::OsString>,
-{
-    use lexopt::prelude::*;
-    let mut options = Options {
-        host: "127.0.0.1".to_string(),
-        port: 50000,
-        retries: None,
-        max_line: DEFAULT_MAX_LINE,
-    };
-    let mut parser = lexopt::Parser::from_args(args);
-    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Long("version") => return Ok(Command::Version),
-            Long("host") => {
-                let value = flag_value(&mut parser, "--host")?;
-                if value.is_empty() {
-                    return Err(invalid(&value, "--host", "empty"));
-                }
-                options.host = value;
-            }
-            Long("port") => {
-                let value = flag_value(&mut parser, "--port")?;
-                options.port = match value.parse() {
-                    Ok(0) | Err(_) => {
-                        return Err(invalid(&value, "--port", "not a port number (1-65535)"));
-                    }
-                    Ok(port) => port,
-                };
-            }
-            Long("retries") => {
-                let value = flag_value(&mut parser, "--retries")?;
-                let retries = value
-                    .parse()
-                    .map_err(|_| invalid(&value, "--retries", "not a whole number"))?;
-                options.retries = Some(retries);
-            }
-            Long("max-line") => {
-                let value = flag_value(&mut parser, "--max-line")?;
-                options.max_line = match value.parse() {
-                    Ok(0) | Err(_) => {
-                        return Err(invalid(&value, "--max-line", "not a whole number above 0"));
-                    }
-                    Ok(bytes) => bytes,
-                };
-            }
-            Long(name) => return Err(unknown(&format!("--{name}"))),
-            Short(c) => return Err(unknown(&format!("-{c}"))),
-            Value(v) => return Err(format!("unexpected argument {v:?}")),
-        }
-    }
-    Ok(Command::Run(options))
-}
-
-/// The value of `flag`, which must be UTF-8: what follows `=` in
-/// `--flag=VALUE`, or else the next argument, unless that is a flag itself.
-/// `--port --bogus` is then an unknown flag, as `--bogus` is anywhere, and
-/// `--port --host x` a missing value.
-fn flag_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
-    let value = match parser.optional_value() {
-        Some(value) => value,
-        None => {
-            let mut rest = parser.raw_args().map_err(|e| e.to_string())?;
-            if let Some(next) = rest.peek().and_then(|next| next.to_str())
-                && looks_like_a_flag(next)
-            {
-                let name = next.split_once('=').map_or(next, |(name, _)| name);
-                return Err(if FLAGS.contains(&name) {
-                    missing(flag)
-                } else {
-                    unknown(name)
-                });
-            }
-            rest.next().ok_or_else(|| missing(flag))?
-        }
-    };
-    value
-        .into_string()
-        .map_err(|_| format!("invalid value for {flag}: not UTF-8"))
-}
-
-/// Whether an argument is a flag rather than a value: `--name`, or `-x`
-/// with a letter. `-1` is a value (a wrong one for every flag here, which
-/// the flag's own check says), and so is `-`.
-fn looks_like_a_flag(arg: &str) -> bool {
-    match arg.as_bytes() {
-        [b'-', b'-', _, ..] => true,
-        [b'-', second, ..] => !second.is_ascii_digit(),
-        _ => false,
-    }
-}
-
-/// The one-line message for an unknown flag.
-fn unknown(flag: &str) -> String {
-    format!("unknown option {flag} (see --help)")
-}
-
-/// The one-line message for a flag given without its value.
-fn missing(flag: &str) -> String {
-    format!("missing value for {flag} (see --help)")
-}
-
-/// The one-line message for a value that `flag` does not accept.
-fn invalid(value: &str, flag: &str, why: &str) -> String {
-    format!("invalid value {value:?} for {flag}: {why}")
 }
 
 /// Resolves, joins and chats; returns how it ended.
@@ -444,97 +307,6 @@ fn read_server(mut reader: SessionReader, events: Sender<Event>) {
     });
 }
 
-/// Reports each line of standard input, then its end. A line longer than
-/// `max` bytes is reported as [`Event::TooLong`] instead.
-fn read_stdin(max: usize, events: Sender<Event>) {
-    thread::spawn(move || {
-        let mut stdin = io::stdin().lock();
-        let end = loop {
-            let event = match next_line(&mut stdin, max) {
-                Ok(Some(Line::Text(line))) => Event::Typed(line),
-                Ok(Some(Line::TooLong)) => Event::TooLong(max),
-                Ok(None) => break None,
-                Err(e) => break Some(e),
-            };
-            if events.send(event).is_err() {
-                return; // the main thread has finished
-            }
-        };
-        // If the main thread has finished, nobody needs to know.
-        let _ = events.send(Event::InputEnded(end));
-    });
-}
-
-/// A line of input, as [`next_line`] returns it.
-#[derive(Debug, PartialEq)]
-enum Line {
-    /// The line, without its line ending.
-    Text(Vec<u8>),
-    /// A line longer than the limit, read but not kept.
-    TooLong,
-}
-
-/// Reads the next line of `input`, or `None` at its end. A line is whatever
-/// ends in `\n`, with `\r\n` accepted, or the last bytes before the end.
-///
-/// A line longer than `max` bytes (not counting its line ending) is
-/// [`Line::TooLong`]; its bytes are dropped as they are read, so however
-/// long the line, at most `max` bytes and a `\r\n` of it are held.
-fn next_line(input: &mut impl BufRead, max: usize) -> io::Result<Option<Line>> {
-    let mut line = Vec::new();
-    // Reads up to the next `\n`, but never more than `max` bytes and a
-    // `\r\n`: a line that fills all of that without ending is too long.
-    let limit = max as u64 + 2;
-    if input.by_ref().take(limit).read_until(b'\n', &mut line)? == 0 {
-        return Ok(None);
-    }
-    // Without its `\n`, `line` was cut short by the limit, or is the last
-    // bytes before the end of input.
-    let ended = line.ends_with(b"\n");
-    if ended {
-        line.pop();
-    }
-    if line.ends_with(b"\r") {
-        line.pop();
-    }
-    if line.len() <= max {
-        return Ok(Some(Line::Text(line)));
-    }
-    // Too long: drop the rest of it too, if there is any, so that the next
-    // line starts after it.
-    if !ended {
-        skip_line(input)?;
-    }
-    Ok(Some(Line::TooLong))
-}
-
-/// Reads `input` up to and including its next `\n`, or to its end, and
-/// throws it away. It looks at the bytes already in the buffer, one buffer
-/// at a time, so memory stays the same however long the line is.
-fn skip_line(input: &mut impl BufRead) -> io::Result<()> {
-    loop {
-        let buffered = match input.fill_buf() {
-            Ok(buffered) => buffered,
-            // A signal interrupted the read: try again, as `read_until` does.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buffered.is_empty() {
-            return Ok(()); // the end of input
-        }
-        match buffered.iter().position(|&byte| byte == b'\n') {
-            Some(newline) => {
-                input.consume(newline + 1);
-                return Ok(());
-            }
-            None => {
-                let all = buffered.len();
-                input.consume(all);
-            }
-        }
-    }
-}
-
 /// The chat itself, once joined.
 struct Chat {
     /// Where the user's lines go.
@@ -662,144 +434,4 @@ fn show(message: &Message) -> io::Result<()> {
 /// Prints one of the client's own messages on stderr.
 fn say(message: impl std::fmt::Display) {
     eprintln!("chat-client: {message}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options(args: &[&str]) -> Result<Options, String> {
-        match parse_args(args.iter().copied())? {
-            Command::Run(options) => Ok(options),
-            Command::Help => Err("help".into()),
-            Command::Version => Err("version".into()),
-        }
-    }
-
-    #[test]
-    fn defaults_match_the_documented_ones() {
-        assert_eq!(
-            options(&[]).unwrap(),
-            Options {
-                host: "127.0.0.1".into(),
-                port: 50000,
-                retries: None,
-                max_line: 8192,
-            }
-        );
-    }
-
-    #[test]
-    fn every_flag_is_read() {
-        assert_eq!(
-            options(&[
-                "--host",
-                "example.org",
-                "--port",
-                "6000",
-                "--retries=3",
-                "--max-line",
-                "100"
-            ])
-            .unwrap(),
-            Options {
-                host: "example.org".into(),
-                port: 6000,
-                retries: Some(3),
-                max_line: 100,
-            }
-        );
-        assert_eq!(parse_args(["--version"]).unwrap(), Command::Version);
-        assert_eq!(parse_args(["-h"]).unwrap(), Command::Help);
-        assert_eq!(
-            parse_args(["--port", "1", "--help"]).unwrap(),
-            Command::Help
-        );
-    }
-
-    #[test]
-    fn bad_input_is_a_one_line_error() {
-        for args in [
-            &["--port", "0"][..],
-            &["--port", "65536"],
-            &["--port"],
-            &["--retries", "-1"],
-            &["--retries", "x"],
-            &["--host", ""],
-            &["--max-line", "0"],
-            &["--max-line", "x"],
-            &["--frobnicate"],
-            &["-x"],
-            &["stray"],
-        ] {
-            let err = options(args).unwrap_err();
-            assert!(!err.contains('\n') && !err.is_empty(), "{args:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn an_unknown_flag_is_unknown_wherever_it_stands() {
-        let unknown = Err("unknown option --bogus (see --help)".to_string());
-        for flag in ["--host", "--port", "--retries", "--max-line"] {
-            // Last, first, and where a value is expected.
-            assert_eq!(options(&[flag, "1", "--bogus"]), unknown, "{flag}");
-            assert_eq!(options(&["--bogus", flag, "1"]), unknown, "{flag}");
-            assert_eq!(options(&[flag, "--bogus"]), unknown, "{flag}");
-            assert_eq!(options(&[flag, "--bogus=1"]), unknown, "{flag}");
-            // A known flag where a value is expected: the value is missing.
-            let missing = Err(format!("missing value for {flag} (see --help)"));
-            assert_eq!(options(&[flag, "--version"]), missing, "{flag}");
-            assert_eq!(options(&[flag, "-h"]), missing, "{flag}");
-            assert_eq!(options(&[flag]), missing, "{flag}");
-        }
-        assert_eq!(
-            options(&["-x"]),
-            Err("unknown option -x (see --help)".to_string())
-        );
-        // `--flag=VALUE` takes the value as it is, and `-1` is a value.
-        assert_eq!(
-            options(&["--host=--bogus"]).unwrap().host,
-            "--bogus".to_string()
-        );
-        assert_eq!(
-            options(&["--retries", "-1"]),
-            Err("invalid value \"-1\" for --retries: not a whole number".to_string())
-        );
-    }
-
-    /// Every line of `input`, read through a buffer of `capacity` bytes,
-    /// with lines of at most 4 bytes.
-    fn lines(input: &[u8], capacity: usize) -> Vec<Line> {
-        let mut input = io::BufReader::with_capacity(capacity, input);
-        let mut lines = Vec::new();
-        while let Some(line) = next_line(&mut input, 4).unwrap() {
-            lines.push(line);
-        }
-        lines
-    }
-
-    #[test]
-    fn lines_over_the_limit_are_skipped_whole() {
-        let text = |line: &str| Line::Text(line.as_bytes().to_vec());
-        let input = b"abcd\r\nabcde\nabcde\r\nabcd\rx\nab\n0123456789\r\nlast\r\nabcdefgh";
-        // The same lines however the input is split into buffers.
-        for capacity in [1, 3, 64] {
-            assert_eq!(
-                lines(input, capacity),
-                [
-                    text("abcd"), // the limit, `\r\n` and all
-                    Line::TooLong,
-                    Line::TooLong,
-                    Line::TooLong, // a `\r` inside a line counts
-                    text("ab"),
-                    Line::TooLong, // the rest of it is skipped
-                    text("last"),
-                    Line::TooLong, // cut off by the end of input
-                ],
-                "capacity {capacity}"
-            );
-        }
-        // The last bytes before the end of input are a line.
-        assert_eq!(lines(b"ab\r\n\ncd", 64), [text("ab"), text(""), text("cd")]);
-    }
 }
