@@ -2,13 +2,15 @@
 //! script.
 //!
 //! Joining (portal, retries while full, handshake) is done by the library's
-//! [`Session::join_observed`]. Chatting then needs to wait for three things at
+//! [`Session::join_any`]. Chatting then needs to wait for three things at
 //! once, so three small threads each block on one of them and report to the
 //! main thread over one channel:
 //!
-//! - the **stdin thread** reads the user's lines;
+//! - the **stdin thread** reads the user's lines (in a terminal, the line
+//!   editor's thread does, see [`editor`]);
 //! - the **server thread** reads the server's lines;
-//! - the **signal thread** waits for Ctrl-C (SIGINT).
+//! - the **signal thread** waits for Ctrl-C (SIGINT), and in the line editor
+//!   for SIGTERM too.
 //!
 //! The main thread takes the [`Event`]s in the order they arrive: it sends the
 //! user's lines, prints the server's, and decides when to leave and with which
@@ -17,16 +19,31 @@
 //! a file (epoll refuses regular files), and a client has only three things to
 //! wait for.
 //!
+//! # Pipes and terminals
+//!
+//! With pipes and files the client is for scripts: each line of stdin is
+//! sent as it is (`/quit` leaves), each partner line is written to stdout
+//! byte for byte, and nothing else changes. When stdin and stdout are a
+//! terminal, a person is typing: the line editor gives a prompt, editing
+//! and history, a few commands (`/help`), and keeps empty lines and lines
+//! over `--max-line` from being sent. Whatever is shown on a terminal is
+//! shown safely ([`screen`]).
+//!
 //! # Layout
 //!
 //! - `main.rs` (here): joining, the events and the chat loop, exit statuses.
 //! - [`args`]: the command line.
 //! - [`input`]: reading lines from a pipe or a file.
+//! - [`editor`]: the line editor, when stdin and stdout are a terminal.
+//! - [`screen`]: showing what arrives, as bytes in a pipe and as safe,
+//!   labelled text in a terminal.
 
 mod args;
+mod editor;
 mod input;
+mod screen;
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
@@ -38,10 +55,12 @@ use portal_chat::client::{
     self, FULL_RETRY_DELAY, JoinError, JoinEvent, Message, RetryPolicy, Session, SessionReader,
     SessionWriter,
 };
-use signal_hook::consts::SIGINT;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use args::{Command, Options, parse_args};
+use editor::Editor;
 use input::read_stdin;
+use screen::Screen;
 
 /// Usage text printed by `chat-client --help`.
 const USAGE: &str = "\
@@ -52,6 +71,11 @@ there, then sends each line of standard input to the partner and prints the
 partner's lines on standard output as they arrive. Server notices (lines
 beginning with SERVER) and the client's own messages (beginning with
 chat-client:) go to standard error.
+
+In a terminal, lines are edited with a prompt and history, /help lists the
+commands, and what the partner sends is shown with its control characters
+made visible (^M, ^[, \\xNN), labelled with the time and the partner's port.
+With pipes and files every byte is passed on as it is.
 
 Options:
   --host HOST    server address or name; every address of a
@@ -66,8 +90,9 @@ Options:
   -h, --help     print this help
   --version      print the version
 
-Leave with /quit, end of input (Ctrl-D) or Ctrl-C. Ctrl-C while still joining
-stops the program at once (the shell reports the signal).
+Leave with /quit, end of input (Ctrl-D) or Ctrl-C (in the line editor,
+SIGTERM too). Ctrl-C while still joining stops the program at once (the
+shell reports the signal).
 
 Exit status:
   0  left: /quit, end of input or Ctrl-C
@@ -132,14 +157,15 @@ impl From<Exit> for ExitCode {
 
 /// Something the main thread must react to while chatting.
 enum Event {
-    /// A line from standard input, without its line ending.
+    /// A line from standard input, without its line ending, or from the
+    /// line editor.
     Typed(Vec<u8>),
     /// A line from standard input longer than this many bytes, skipped as
     /// it was read.
     TooLong(usize),
     /// Standard input ended, or failed with the error.
     InputEnded(Option<io::Error>),
-    /// Ctrl-C.
+    /// Ctrl-C (or SIGTERM, in the line editor).
     Interrupted,
     /// A line from the server.
     FromServer(Message),
@@ -183,7 +209,7 @@ fn run(options: &Options) -> Exit {
     // (stop at once) is right, as there is no session to leave yet. It is
     // caught before "connected" is printed, so whoever waits for that line
     // knows that Ctrl-C will leave cleanly.
-    if let Err(e) = watch_ctrl_c(events_tx.clone()) {
+    if let Err(e) = watch_signal(SIGINT, events_tx.clone()) {
         say(format!("cannot catch Ctrl-C: {e}"));
         return Exit::Failed;
     }
@@ -197,17 +223,44 @@ fn run(options: &Options) -> Exit {
             "connected on port {port}; waiting for partner {partner}"
         ));
     }
-    if io::stdin().is_terminal() {
-        say("type a line and press Enter to send it; /quit, Ctrl-D or Ctrl-C leaves");
+    let editor = if io::stdin().is_terminal() && io::stdout().is_terminal() {
+        // If the terminal cannot be edited, it is read as lines instead.
+        Editor::start(Screen::prompt(partner), events_tx.clone()).ok()
+    } else {
+        None
+    };
+    let input = match &editor {
+        Some(_) => Input::Editor,
+        None if io::stdin().is_terminal() => Input::Terminal,
+        None => Input::Script,
+    };
+    if input == Input::Editor {
+        // Also SIGTERM leaves cleanly, so that the terminal is handed back
+        // in the state it was in (the line editor changes it).
+        if let Err(e) = watch_signal(SIGTERM, events_tx.clone()) {
+            say(format!("cannot catch SIGTERM: {e}"));
+        }
+    } else {
+        read_stdin(options.max_line.max(MAX_INPUT_LINE), events_tx.clone());
+    }
+    let mut screen = Screen::new(partner, editor);
+    match input {
+        Input::Editor => screen
+            .say("type a line and press Enter to send it; /help lists the commands, /quit leaves"),
+        Input::Terminal => {
+            screen.say("type a line and press Enter to send it; /quit, Ctrl-D or Ctrl-C leaves")
+        }
+        Input::Script => {}
     }
     let (reader, writer) = session.split();
-    read_server(reader, events_tx.clone());
-    read_stdin(options.max_line.max(MAX_INPUT_LINE), events_tx);
+    read_server(reader, events_tx);
     Chat {
         writer,
         events,
+        screen,
         port,
         max_line: options.max_line,
+        input,
     }
     .run()
 }
@@ -271,17 +324,18 @@ fn join(hosts: &[IpAddr], options: &Options) -> Result<Session, Exit> {
     })
 }
 
-/// Reports each Ctrl-C as [`Event::Interrupted`], from now on.
+/// Reports each `signal` (SIGINT: Ctrl-C) as [`Event::Interrupted`], from
+/// now on.
 ///
 /// The signal handler may do almost nothing (no locks, no allocation), so it
 /// only writes a byte into a socket pair (signal-hook's self-pipe); a thread
 /// blocked on the other end turns each byte into an event.
-fn watch_ctrl_c(events: Sender<Event>) -> io::Result<()> {
+fn watch_signal(signal: libc::c_int, events: Sender<Event>) -> io::Result<()> {
     let (mut read_end, write_end) = UnixStream::pair()?;
-    signal_hook::low_level::pipe::register(SIGINT, write_end)?;
+    signal_hook::low_level::pipe::register(signal, write_end)?;
     thread::spawn(move || {
         let mut byte = [0];
-        // One byte per Ctrl-C (several quick ones may share a byte). The
+        // One byte per signal (several quick ones may share a byte). The
         // loop ends only if the socket pair fails or the main thread has
         // finished.
         while read_end.read_exact(&mut byte).is_ok() && events.send(Event::Interrupted).is_ok() {}
@@ -313,77 +367,194 @@ struct Chat {
     writer: SessionWriter,
     /// Everything the threads report.
     events: Receiver<Event>,
+    /// Where everything is shown.
+    screen: Screen,
     /// Our port, for the farewell message.
     port: u16,
     /// The longest line sent ([`Options::max_line`]).
     max_line: usize,
+    /// Where the user's lines come from.
+    input: Input,
 }
 
+/// Where the user's lines come from, which decides how they are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// A pipe or a file: every line is sent as it is, but `/quit`.
+    Script,
+    /// The line editor: commands, and empty lines are not sent.
+    Editor,
+    /// A terminal without the line editor (stdout is not a terminal, or the
+    /// terminal cannot be edited): as a script, but a line with an escape
+    /// sequence in it (an arrow key, which cannot edit here) is not sent.
+    Terminal,
+}
+
+/// What a line typed at the line editor asks for.
+#[derive(Debug, PartialEq)]
+enum Typed<'a> {
+    /// Send this line.
+    Send(&'a [u8]),
+    /// Nothing: the line is empty, or only spaces.
+    Nothing,
+    /// `/quit`.
+    Quit,
+    /// `/help`.
+    Help,
+    /// A command that does not exist.
+    Unknown(&'a [u8]),
+}
+
+impl<'a> Typed<'a> {
+    /// Reads a line typed at the line editor. A line beginning with `/` is
+    /// a command; `//` sends the line without its first `/`.
+    fn read(line: &'a [u8]) -> Typed<'a> {
+        let command = line.trim_ascii();
+        if command.is_empty() {
+            return Typed::Nothing;
+        }
+        if line.starts_with(b"//") {
+            return Typed::Send(&line[1..]);
+        }
+        match command {
+            QUIT => Typed::Quit,
+            b"/help" => Typed::Help,
+            _ if command.starts_with(b"/") => Typed::Unknown(command),
+            _ => Typed::Send(line),
+        }
+    }
+}
+
+/// Whether `line`, typed at the line editor, leaves.
+fn is_quit(line: &[u8]) -> bool {
+    Typed::read(line) == Typed::Quit
+}
+
+/// What `/help` prints, after `chat-client: `.
+const COMMANDS: &str = "\
+commands:
+  /quit     leave (so do Ctrl-D on an empty line, and Ctrl-C)
+  /help     this list
+  //text    send \"/text\" (a line beginning with / is a command)
+  Enter sends the line; empty lines are not sent. Up and Down bring back
+  earlier lines, Ctrl-R searches them, and the keys of a shell edit.";
+
 impl Chat {
-    /// Handles events until the user leaves or the server ends the session.
+    /// Handles events until the user leaves or the server ends the
+    /// session, then hands the terminal back.
     fn run(mut self) -> Exit {
+        let exit = self.chat();
+        self.screen.finish();
+        exit
+    }
+
+    /// Handles events until the user leaves or the server ends the session.
+    fn chat(&mut self) -> Exit {
         loop {
             // The signal thread holds a sender as long as the program runs,
             // so the channel never disconnects.
             let event = self.events.recv().expect("the signal thread never ends");
             match event {
-                Event::Typed(line) if line == QUIT => return self.leave(Exit::Left),
-                // Sent, it would end the session: the server closes the
-                // connection of a client whose line is over its limit.
-                Event::Typed(line) if line.len() > self.max_line => say(format!(
-                    "line too long ({} bytes; the server takes at most {}, see --max-line); \
-                     not sent",
-                    line.len(),
-                    self.max_line
-                )),
                 Event::Typed(line) => {
-                    if let Err(e) = self.writer.send_line(&line) {
-                        say(format!("lost the connection to the server: {e}"));
-                        return Exit::ServerGone;
+                    if let Some(exit) = self.typed(&line) {
+                        return exit;
                     }
                 }
-                Event::TooLong(limit) => {
-                    say(format!("line too long (limit {limit} bytes); not sent"))
-                }
+                Event::TooLong(limit) => self
+                    .screen
+                    .say(format!("line too long (limit {limit} bytes); not sent")),
                 Event::InputEnded(None) | Event::Interrupted => return self.leave(Exit::Left),
                 Event::InputEnded(Some(e)) => {
-                    say(format!("cannot read standard input: {e}"));
+                    self.screen.say(format!("cannot read standard input: {e}"));
                     return self.leave(Exit::Failed);
                 }
                 Event::FromServer(message) => {
-                    if let Err(e) = show(&message) {
-                        say(format!("cannot write standard output: {e}"));
+                    if let Err(e) = self.show(&message) {
+                        self.screen
+                            .say(format!("cannot write standard output: {e}"));
                         return self.leave(Exit::Failed);
                     }
                     // The server closes right after these notices; there is
                     // nothing left to wait for.
                     if message.is_timeout() {
-                        say("the server ended the session");
+                        self.screen.say("the server ended the session");
                         return Exit::TimedOut;
                     }
                     if message.is_shutdown() {
-                        say("the server is shutting down");
+                        self.screen.say("the server is shutting down");
                         return Exit::ServerGone;
                     }
                 }
                 Event::ServerClosed(None) => {
-                    say("the server closed the connection");
+                    self.screen.say("the server closed the connection");
                     return Exit::ServerGone;
                 }
                 Event::ServerClosed(Some(e)) => {
-                    say(format!("lost the connection to the server: {e}"));
+                    self.screen
+                        .say(format!("lost the connection to the server: {e}"));
                     return Exit::ServerGone;
                 }
             }
         }
     }
 
+    /// Acts on a line the user typed: sends it, or runs the command.
+    /// Returns how the program ends, if it does.
+    fn typed(&mut self, line: &[u8]) -> Option<Exit> {
+        let to_send = match self.input {
+            Input::Editor => match Typed::read(line) {
+                Typed::Send(line) => line,
+                Typed::Nothing => return None,
+                Typed::Quit => return Some(self.leave(Exit::Left)),
+                Typed::Help => {
+                    self.screen.say(COMMANDS);
+                    return None;
+                }
+                Typed::Unknown(command) => {
+                    self.screen.say(format!(
+                        "unknown command {}; /help lists the commands (// sends a line \
+                         beginning with /)",
+                        screen::visible(command)
+                    ));
+                    return None;
+                }
+            },
+            _ if line == QUIT => return Some(self.leave(Exit::Left)),
+            Input::Terminal if line.contains(&0x1b) => {
+                self.screen.say(
+                    "line not sent: it holds an escape sequence (arrow keys do not \
+                     edit here)",
+                );
+                return None;
+            }
+            Input::Script | Input::Terminal => line,
+        };
+        // Sent, it would end the session: the server closes the connection
+        // of a client whose line is over its limit.
+        if to_send.len() > self.max_line {
+            self.screen.say(format!(
+                "line too long ({} bytes; the server takes at most {}, see --max-line); \
+                 not sent",
+                to_send.len(),
+                self.max_line
+            ));
+            return None;
+        }
+        if let Err(e) = self.writer.send_line(to_send) {
+            self.screen
+                .say(format!("lost the connection to the server: {e}"));
+            return Some(Exit::ServerGone);
+        }
+        None
+    }
+
     /// Sends `CLIENT>>> TERMINATE`, then waits up to [`LEAVE_WAIT`] for the
     /// server to close, still showing what arrives (the partner's last
     /// lines). Returns `status`, unless the server was already gone.
-    fn leave(mut self, status: Exit) -> Exit {
+    fn leave(&mut self, status: Exit) -> Exit {
         if let Err(e) = self.writer.terminate() {
-            say(format!("lost the connection to the server: {e}"));
+            self.screen
+                .say(format!("lost the connection to the server: {e}"));
             return Exit::ServerGone;
         }
         let deadline = Instant::now() + LEAVE_WAIT;
@@ -394,7 +565,7 @@ impl Chat {
             {
                 // Leaving anyway: a failing stdout changes nothing now.
                 Ok(Event::FromServer(message)) => {
-                    let _ = show(&message);
+                    let _ = self.show(&message);
                 }
                 // A second Ctrl-C stops the wait.
                 Ok(Event::ServerClosed(_) | Event::Interrupted) => break,
@@ -402,36 +573,55 @@ impl Chat {
                 Ok(Event::Typed(_) | Event::TooLong(_) | Event::InputEnded(_)) => {}
                 // Only a timeout: the signal thread keeps the channel open.
                 Err(_) => {
-                    say("the server did not close the connection; leaving anyway");
+                    self.screen
+                        .say("the server did not close the connection; leaving anyway");
                     break;
                 }
             }
         }
-        say(format!("left port {}", self.port));
+        self.screen.say(format!("left port {}", self.port));
         status
     }
-}
 
-/// Prints a partner's line on stdout at once, or a server notice, as it
-/// is, on stderr.
-fn show(message: &Message) -> io::Result<()> {
-    match message {
-        Message::Chat(line) => {
-            let mut stdout = io::stdout().lock();
-            stdout.write_all(line)?;
-            stdout.write_all(b"\n")?;
-            // Flushed here rather than left to the buffering rules: a person
-            // or a script reading stdout must see each line as it arrives.
-            stdout.flush()
-        }
-        Message::Notice(notice) => {
-            eprintln!("{notice}");
-            Ok(())
+    /// Shows a line from the server: a partner's line or a notice.
+    fn show(&mut self, message: &Message) -> io::Result<()> {
+        match message {
+            Message::Chat(line) => self.screen.partner_line(line),
+            Message::Notice(notice) => {
+                self.screen.notice(notice);
+                Ok(())
+            }
         }
     }
 }
 
-/// Prints one of the client's own messages on stderr.
+/// Prints one of the client's own messages on stderr, before the chat
+/// (from then on, [`Screen::say`]).
 fn say(message: impl std::fmt::Display) {
     eprintln!("chat-client: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_typed_at_the_editor_are_text_commands_or_nothing() {
+        for (line, typed) in [
+            (&b"hello"[..], Typed::Send(b"hello")),
+            (b"  hello ", Typed::Send(b"  hello ")),
+            (b"", Typed::Nothing),
+            (b" \t ", Typed::Nothing),
+            (b"/quit", Typed::Quit),
+            (b" /quit ", Typed::Quit),
+            (b"/help", Typed::Help),
+            (b"/quit now", Typed::Unknown(b"/quit now")),
+            (b"/", Typed::Unknown(b"/")),
+            (b"//quit", Typed::Send(b"/quit")),
+            (b"//", Typed::Send(b"/")),
+        ] {
+            assert_eq!(Typed::read(line), typed, "{line:?}");
+        }
+        assert!(is_quit(b"/quit") && !is_quit(b"//quit"));
+    }
 }
