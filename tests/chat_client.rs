@@ -1124,6 +1124,20 @@ fn in_a_terminal_a_partner_cannot_drive_the_screen() {
             );
         }
     });
+    // Padded to go on at the start of the next row, a line would pass for
+    // a notice there: it goes on indented instead.
+    let forged = "[12:00:00] SERVER50001>>> Partner 50002 left";
+    let label = format!("[00:00:00] {p1}> ");
+    let padded = format!("{}{forged}", " ".repeat(usize::from(COLS) - label.len()));
+    partner.send_line(padded.as_bytes()).unwrap();
+    client.wait_for("the padded line", |output| {
+        rows(output).iter().any(|row| row.ends_with(forged))
+    });
+    client.output(|output| {
+        let rows = rows(output);
+        let row = rows.iter().find(|row| row.ends_with(forged)).unwrap();
+        assert!(row.starts_with(&" ".repeat(label.len())), "{row:?}");
+    });
     // A real notice is in bold, which a partner's line cannot be.
     drop(partner);
     let left = format!("SERVER{p2}>>> Partner {p1} left");

@@ -8,7 +8,10 @@
 //! colour the screen (`ESC [31m`), retitle the window (OSC) nor draw a line
 //! that passes for a server notice. There, chat lines are labelled with the
 //! time and the partner's port, and notices with the time (in bold, which a
-//! partner cannot write, unless `NO_COLOR` is set).
+//! partner cannot write, unless `NO_COLOR` is set). A partner's line too
+//! long for one row goes on in rows of its own, indented under the label
+//! ([`wrap`]), so that no row the partner fills begins where a notice or
+//! one of the user's lines would.
 //!
 //! While the line editor runs, everything meant for the terminal goes
 //! through it ([`Editor::print`]), so that it appears above the prompt and
@@ -67,7 +70,12 @@ impl Screen {
             // or a script reading stdout must see each line as it arrives.
             return stdout.flush();
         }
-        let text = format!("{}{}", partner_label(&clock(), self.partner), visible(line));
+        let label = partner_label(&clock(), self.partner);
+        let text = visible(line);
+        let text = match terminal_width() {
+            Some(width) => format!("{label}{}", wrap(&text, label.len(), width)),
+            None => format!("{label}{text}"),
+        };
         match &self.editor {
             Some(editor) => {
                 editor.print(text);
@@ -178,6 +186,57 @@ pub fn visible(bytes: &[u8]) -> String {
     text
 }
 
+/// `text` (made [`visible`]) broken into rows for a terminal `width`
+/// columns wide, after a label `indent` columns wide: each row after the
+/// first begins with `indent` spaces.
+///
+/// Left to the terminal, a long line would go on at the left edge of the
+/// next row, and a partner could pad a line with spaces so that the next
+/// row reads `[14:03:08] SERVER50001>>> Partner 50002 left`. So rows are
+/// broken here, one column short of the edge, counting every character but
+/// printable ASCII as two columns wide: a row may end early, but never
+/// reaches the edge and is never carried on by the terminal. On a terminal
+/// too narrow for that, `text` is left whole.
+fn wrap(text: &str, indent: usize, width: usize) -> String {
+    // At least this many columns for the text, or it is not worth it.
+    const NARROWEST: usize = 8;
+    let room = width.saturating_sub(indent + 1);
+    if room < NARROWEST {
+        return text.to_string();
+    }
+    let mut wrapped = String::with_capacity(text.len());
+    let mut used = 0;
+    for c in text.chars() {
+        let columns = if c == ' ' || c.is_ascii_graphic() {
+            1
+        } else {
+            2
+        };
+        if used + columns > room {
+            wrapped.push('\n');
+            wrapped.extend(std::iter::repeat_n(' ', indent));
+            used = 0;
+        }
+        wrapped.push(c);
+        used += columns;
+    }
+    wrapped
+}
+
+/// The width of the terminal on stdout, in columns, if it says.
+fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills in a `winsize`, plain data, or fails, in
+    // which case it is not read.
+    let size = unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) != 0 {
+            return None;
+        }
+        size
+    };
+    (size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
 /// The local time of day, `HH:MM:SS`.
 fn clock() -> String {
     // SAFETY: `time` with a null pointer only returns the time. `tm` is
@@ -237,6 +296,23 @@ mod tests {
             shown.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn long_lines_go_on_indented_and_short_of_the_edge() {
+        // 4 columns of label, 13 of terminal: 8 for the text on each row.
+        assert_eq!(
+            wrap("abcdefghijklmnopqrst", 4, 13),
+            "abcdefgh\n    ijklmnop\n    qrst"
+        );
+        assert_eq!(wrap("abcdefgh", 4, 13), "abcdefgh");
+        // Anything but printable ASCII counts as two columns.
+        assert_eq!(
+            wrap("abcdef\u{e9}\u{e9}x", 4, 13),
+            "abcdef\u{e9}\n    \u{e9}x"
+        );
+        // Too narrow to be worth it.
+        assert_eq!(wrap("abcdefghijklmnopqrst", 4, 12), "abcdefghijklmnopqrst");
     }
 
     #[test]
