@@ -427,8 +427,7 @@ fn a_line_over_max_line_is_not_sent_and_the_session_goes_on() {
                 stderr: vec![
                     format!("chat-client: connected on port {p2}; partner {p1} is here"),
                     format!(
-                        "chat-client: line too long ({} bytes; the server takes at most \
-                         {limit}, see --max-line); not sent",
+                        "chat-client: line too long ({} bytes; --max-line is {limit}); not sent",
                         limit + 1
                     ),
                     format!("chat-client: left port {p2}"),
@@ -1068,7 +1067,7 @@ fn terminal_chat(
     let mut partner = server.join();
     let client = TermClient::start(server.portal.port(), client_args);
     client.wait_for_row(
-        "chat-client: type a line and press Enter to send it; /help lists the commands, /quit leaves",
+        "chat-client: press Enter to send a line; /help lists the commands, /quit leaves",
     );
     client.wait_for_prompt("");
     assert_eq!(
@@ -1183,7 +1182,7 @@ fn in_a_terminal_lines_are_edited_and_recalled_and_keys_are_not_sent() {
     client.wait_for_row("chat-client: commands:");
     client.press(&format!("/nope{ENTER}"));
     client.wait_for_row(
-        "chat-client: unknown command /nope; /help lists the commands (// sends a line beginning with /)",
+        "chat-client: unknown command /nope (see /help; // sends a line beginning with /)",
     );
     client.press(&format!("//nope is sent{ENTER}"));
     assert_eq!(next_message(&mut partner), chat("/nope is sent"));
@@ -1264,9 +1263,7 @@ fn in_a_terminal_a_line_over_max_line_is_not_sent() {
     let (_server, mut partner, mut client, _, _) =
         terminal_chat(&["--max-line", "20"], &["--max-line", "20"]);
     client.press(&format!("{}{ENTER}", "y".repeat(21)));
-    client.wait_for_row(
-        "chat-client: line too long (21 bytes; the server takes at most 20, see --max-line); not sent",
-    );
+    client.wait_for_row("chat-client: line too long (21 bytes; --max-line is 20); not sent");
     client.press(&format!("{}{ENTER}", "z".repeat(20)));
     assert_eq!(next_message(&mut partner), chat(&"z".repeat(20)));
     client.press(&format!("/quit{ENTER}"));
@@ -1290,7 +1287,7 @@ fn a_terminal_without_the_editor_does_not_send_escape_codes() {
     );
     client.press(&format!("ab{LEFT}c\r"));
     client.wait_for_row(
-        "chat-client: line not sent: it holds an escape sequence (arrow keys do not edit here)",
+        "chat-client: not sent: an escape code in the line (arrow keys cannot edit here)",
     );
     client.press("plain\r");
     assert_eq!(next_message(&mut partner), chat("plain"));

@@ -245,8 +245,9 @@ fn run(options: &Options) -> Exit {
     }
     let mut screen = Screen::new(partner, editor);
     match input {
-        Input::Editor => screen
-            .say("type a line and press Enter to send it; /help lists the commands, /quit leaves"),
+        Input::Editor => {
+            screen.say("press Enter to send a line; /help lists the commands, /quit leaves")
+        }
         Input::Terminal => {
             screen.say("type a line and press Enter to send it; /quit, Ctrl-D or Ctrl-C leaves")
         }
@@ -512,8 +513,7 @@ impl Chat {
                 }
                 Typed::Unknown(command) => {
                     self.screen.say(format!(
-                        "unknown command {}; /help lists the commands (// sends a line \
-                         beginning with /)",
+                        "unknown command {} (see /help; // sends a line beginning with /)",
                         screen::visible(command)
                     ));
                     return None;
@@ -521,10 +521,8 @@ impl Chat {
             },
             _ if line == QUIT => return Some(self.leave(Exit::Left)),
             Input::Terminal if line.contains(&0x1b) => {
-                self.screen.say(
-                    "line not sent: it holds an escape sequence (arrow keys do not \
-                     edit here)",
-                );
+                self.screen
+                    .say("not sent: an escape code in the line (arrow keys cannot edit here)");
                 return None;
             }
             Input::Script | Input::Terminal => line,
@@ -533,8 +531,7 @@ impl Chat {
         // of a client whose line is over its limit.
         if to_send.len() > self.max_line {
             self.screen.say(format!(
-                "line too long ({} bytes; the server takes at most {}, see --max-line); \
-                 not sent",
+                "line too long ({} bytes; --max-line is {}); not sent",
                 to_send.len(),
                 self.max_line
             ));
