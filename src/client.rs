@@ -7,10 +7,14 @@
 //! then sends and receives lines. [`Session::join`] does all of it;
 //! [`Session::join_observed`] does the same and reports each setback, for a
 //! program that keeps its user informed.
+//!
+//! A server known by name may have several addresses (`localhost` is often
+//! `::1` and `127.0.0.1`, and a server listens on one of them).
+//! [`resolve`] lists them all and [`Session::join_any`] tries them in turn.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// The line that ends a session from the client's side.
@@ -94,14 +98,70 @@ pub fn parse_portal_reply(line: &str) -> Option<PortalAnswer> {
     })?
 }
 
+/// Every address of `host`, in the order the system's resolver gives them
+/// (which puts the preferred ones first), each once. An IP address is
+/// itself, with no look-up.
+pub fn resolve(host: &str) -> io::Result<Vec<IpAddr>> {
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    // The port is needed by the call only; any will do.
+    for addr in (host, 0).to_socket_addrs()? {
+        if !addresses.contains(&addr.ip()) {
+            addresses.push(addr.ip());
+        }
+    }
+    if addresses.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the name has no address",
+        ));
+    }
+    Ok(addresses)
+}
+
+/// Connects to `port` on the first of `hosts` that accepts, trying them in
+/// order, each for at most `timeout`.
+///
+/// With one address the error is the one connecting to it gave. With more,
+/// it names every address tried and why each failed, and has the kind of
+/// the last failure.
+pub fn connect_any(hosts: &[IpAddr], port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    if let [host] = hosts {
+        return TcpStream::connect_timeout(&SocketAddr::new(*host, port), timeout);
+    }
+    let mut failures = Vec::new();
+    let mut last_kind = io::ErrorKind::InvalidInput;
+    for &host in hosts {
+        let addr = SocketAddr::new(host, port);
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                last_kind = e.kind();
+                failures.push(format!("{addr}: {e}"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Err(io::Error::new(last_kind, "no address to connect to"));
+    }
+    Err(io::Error::new(last_kind, failures.join("; ")))
+}
+
 /// Asks the portal at `portal` once.
 pub fn request_port(portal: SocketAddr) -> Result<PortalAnswer, JoinError> {
-    let stream = TcpStream::connect_timeout(&portal, ANSWER_TIMEOUT)?;
+    request_port_any(&[portal.ip()], portal.port()).map(|(answer, _)| answer)
+}
+
+/// Asks the portal on `port` of the first of `hosts` that accepts a
+/// connection, once. Returns the answer and the address that gave it.
+fn request_port_any(hosts: &[IpAddr], port: u16) -> Result<(PortalAnswer, IpAddr), JoinError> {
+    let stream = connect_any(hosts, port, ANSWER_TIMEOUT)?;
+    let host = stream.peer_addr()?.ip();
     stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let mut reader = BufReader::new(stream);
     let line = read_text_line(&mut reader)?
         .ok_or_else(|| JoinError::Protocol("portal closed without answering".into()))?;
-    parse_portal_reply(&line).ok_or(JoinError::Protocol(line))
+    let answer = parse_portal_reply(&line).ok_or(JoinError::Protocol(line))?;
+    Ok((answer, host))
 }
 
 /// How often to ask a full portal again.
@@ -144,14 +204,27 @@ pub enum JoinEvent {
 pub fn obtain_port(
     portal: SocketAddr,
     policy: RetryPolicy,
-    mut on_full: impl FnMut(u32),
+    on_full: impl FnMut(u32),
 ) -> Result<Assignment, JoinError> {
+    obtain_port_any(&[portal.ip()], portal.port(), policy, on_full)
+        .map(|(assignment, _)| assignment)
+}
+
+/// [`obtain_port`] from the first of `hosts` whose portal accepts a
+/// connection, asked afresh on every attempt. Returns the assignment and
+/// the address of the portal that gave it.
+fn obtain_port_any(
+    hosts: &[IpAddr],
+    port: u16,
+    policy: RetryPolicy,
+    mut on_full: impl FnMut(u32),
+) -> Result<(Assignment, IpAddr), JoinError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match request_port(portal)? {
-            PortalAnswer::Assigned(assignment) => return Ok(assignment),
-            PortalAnswer::Full => {
+        match request_port_any(hosts, port)? {
+            (PortalAnswer::Assigned(assignment), host) => return Ok((assignment, host)),
+            (PortalAnswer::Full, _) => {
                 on_full(attempt);
                 if policy.retries.is_some_and(|retries| attempt > retries) {
                     return Err(JoinError::Full { attempts: attempt });
@@ -208,9 +281,14 @@ impl Session {
     /// Connects to the assigned port on `host` and presents the passcode in
     /// the original client's form.
     pub fn handshake(host: IpAddr, assignment: &Assignment) -> Result<Session, JoinError> {
+        Session::handshake_any(&[host], assignment)
+    }
+
+    /// [`handshake`](Self::handshake) on the first of `hosts` that accepts
+    /// a connection to the assigned port.
+    fn handshake_any(hosts: &[IpAddr], assignment: &Assignment) -> Result<Session, JoinError> {
         let port = assignment.port;
-        let addr = SocketAddr::new(host, port);
-        let mut writer = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)?;
+        let mut writer = connect_any(hosts, port, ANSWER_TIMEOUT)?;
         writer.set_nodelay(true)?;
         writer.set_read_timeout(Some(ANSWER_TIMEOUT))?;
         let mut reader = SessionReader {
@@ -267,21 +345,38 @@ impl Session {
         host: IpAddr,
         portal_port: u16,
         policy: RetryPolicy,
+        on_event: impl FnMut(JoinEvent),
+    ) -> Result<Session, JoinError> {
+        Session::join_any(&[host], portal_port, policy, on_event)
+    }
+
+    /// [`join_observed`](Self::join_observed) with a server that may be at
+    /// any of `hosts` (the addresses of one name, from [`resolve`]).
+    ///
+    /// The portal is asked at the first of `hosts` that accepts a
+    /// connection, trying them in order on every attempt. The assigned port
+    /// is then tried first at the address whose portal answered, since the
+    /// reservation was made by the server there, and only then at the
+    /// others, in order.
+    pub fn join_any(
+        hosts: &[IpAddr],
+        portal_port: u16,
+        policy: RetryPolicy,
         mut on_event: impl FnMut(JoinEvent),
     ) -> Result<Session, JoinError> {
-        let portal = SocketAddr::new(host, portal_port);
-        let assignment = obtain_port(portal, policy, |attempt| {
+        let (assignment, portal_host) = obtain_port_any(hosts, portal_port, policy, |attempt| {
             on_event(JoinEvent::Full { attempt })
         })?;
-        match Session::handshake(host, &assignment) {
+        match Session::handshake_any(&portal_first(hosts, portal_host), &assignment) {
             Err(JoinError::Refused) => {
                 on_event(JoinEvent::Refused {
                     port: assignment.port,
                 });
-                let assignment = obtain_port(portal, policy, |attempt| {
-                    on_event(JoinEvent::Full { attempt })
-                })?;
-                Session::handshake(host, &assignment)
+                let (assignment, portal_host) =
+                    obtain_port_any(hosts, portal_port, policy, |attempt| {
+                        on_event(JoinEvent::Full { attempt })
+                    })?;
+                Session::handshake_any(&portal_first(hosts, portal_host), &assignment)
             }
             result => result,
         }
@@ -373,6 +468,13 @@ impl SessionWriter {
     }
 }
 
+/// `hosts` with `first` moved to the front.
+fn portal_first(hosts: &[IpAddr], first: IpAddr) -> Vec<IpAddr> {
+    let mut ordered = vec![first];
+    ordered.extend(hosts.iter().copied().filter(|&host| host != first));
+    ordered
+}
+
 /// Reads the answer after `Connection successful` on `port`: the partner's
 /// port, and whether the partner is already there.
 fn parse_partner_status(port: u16, line: &str) -> Option<(u16, bool)> {
@@ -421,6 +523,62 @@ mod tests {
         ] {
             assert_eq!(parse_portal_reply(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn addresses_are_tried_in_order_until_one_accepts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Nothing listens on 127.0.0.2 (the listener has 127.0.0.1 only),
+        // so connecting there is refused at once.
+        let refused: IpAddr = [127, 0, 0, 2].into();
+        let listening: IpAddr = [127, 0, 0, 1].into();
+        let stream = connect_any(&[refused, listening], port, ANSWER_TIMEOUT).unwrap();
+        assert_eq!(
+            stream.peer_addr().unwrap(),
+            SocketAddr::new(listening, port)
+        );
+
+        let other_refused: IpAddr = [127, 0, 0, 3].into();
+        let e = connect_any(&[refused, other_refused], port, ANSWER_TIMEOUT).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        let message = e.to_string();
+        let (first, second) = message.split_once("; ").expect("one part per address");
+        assert!(
+            first.starts_with(&format!("127.0.0.2:{port}: ")),
+            "{message}"
+        );
+        assert!(
+            second.starts_with(&format!("127.0.0.3:{port}: ")),
+            "{message}"
+        );
+        // One address: its own error, unchanged, as before there were more.
+        let e = connect_any(&[refused], port, ANSWER_TIMEOUT).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(e.raw_os_error().is_some(), "{e}");
+    }
+
+    #[test]
+    fn an_ip_address_resolves_to_itself() {
+        assert_eq!(
+            resolve("127.0.0.1").unwrap(),
+            [IpAddr::from([127, 0, 0, 1])]
+        );
+        assert_eq!(resolve("::1").unwrap(), ["::1".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn the_worker_port_is_tried_first_where_the_portal_answered() {
+        assert_eq!(
+            portal_first(
+                &[IpAddr::from([127, 0, 0, 1]), "::1".parse().unwrap()],
+                "::1".parse().unwrap()
+            ),
+            [
+                "::1".parse::<IpAddr>().unwrap(),
+                IpAddr::from([127, 0, 0, 1])
+            ]
+        );
     }
 
     #[test]
