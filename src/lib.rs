@@ -19,6 +19,9 @@
 //! - [`spin`]: when the loop busy-polls before it sleeps.
 //! - [`server`]: the event loop, the only module that touches mio: listeners,
 //!   the slab of sockets, the tick and signals; it only moves bytes.
+//! - `sim` (for tests, or with the `sim` feature): a simulated network,
+//!   fake clock and peers, that drives the relay as the server does; the
+//!   relay's unit tests and its fuzz target run on it.
 //! - [`client`]: the client's side of the protocol, shared by `chat-client`,
 //!   the tests and the benchmarks.
 //!
@@ -34,5 +37,7 @@ pub mod core;
 pub mod output;
 pub mod relay;
 pub mod server;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod spin;
 pub mod wire;
