@@ -757,3 +757,6 @@ impl<R: Rng + CryptoRng> Relay<R> {
         self.conns.get_mut(conn.0)?.as_mut()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -108,7 +108,13 @@ impl Peer {
 
     /// The complete lines received so far, without their `\n`.
     pub fn lines(&self) -> Vec<&[u8]> {
-        let mut lines: Vec<&[u8]> = self.received.split(|&b| b == b'\n').collect();
+        self.lines_since(0)
+    }
+
+    /// The complete lines received after the first `skip` bytes (which
+    /// should end with a line).
+    pub fn lines_since(&self, skip: usize) -> Vec<&[u8]> {
+        let mut lines: Vec<&[u8]> = self.received[skip..].split(|&b| b == b'\n').collect();
         // What follows the last newline is not a complete line (yet).
         lines.pop();
         lines
