@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::Limits;
+use super::{Limits, Role};
 use crate::core::{PortState, Timeouts};
 use crate::output::{OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER};
 use crate::sim::{PeerId, Seen, Sim};
@@ -236,4 +236,223 @@ fn a_pair_where_nothing_moves_is_timed_out_and_both_are_told() {
         );
         assert_eq!(s.peer(peer).log.last(), Some(&Seen::ShutdownWrite));
     }
+}
+
+// ------------------------------------------------------- closing lifecycle
+
+/// A connection the server ends gets its final notice, then our end of
+/// stream (ShutdownWrite, only once the notice is all written, however
+/// slowly the peer reads), and is closed only once the peer's own end of
+/// stream has been read, so no unread byte turns the close into a reset.
+#[test]
+fn a_closing_connection_gets_its_notice_then_shutdown_then_close_at_the_peers_end() {
+    let mut s = sim();
+    let (a, b) = s.pair();
+    let notice = "SERVER50001>>> Line too long (limit 8192 bytes); closing";
+    s.peer_mut(a).window_cap = 10;
+    let mut long = vec![b'x'; 9000];
+    long.push(b'\n');
+    s.send(a, &long);
+    s.send_fin(a); // the client gives up at once
+    s.settle();
+    assert_eq!(s.relay.core().port_state(0), PortState::Free);
+    assert!(
+        !s.peer(a).write_shut && !s.peer(a).closed,
+        "not before the notice is out"
+    );
+
+    while !s.peer(a).write_shut {
+        s.drain(a, 3);
+        s.settle();
+    }
+    s.drain(a, usize::MAX);
+    assert_eq!(s.peer(a).notices().last().map(String::as_str), Some(notice));
+    assert!(
+        matches!(
+            s.peer(a).log[..],
+            [Seen::Bytes(_), Seen::ShutdownWrite, Seen::Close]
+        ),
+        "the end of stream was read before, so the close follows the shutdown: {:?}",
+        s.peer(a).log
+    );
+    s.pump();
+    assert_eq!(
+        s.peer(b).notices().last().map(String::as_str),
+        Some("SERVER50002>>> Partner 50001 left")
+    );
+
+    // The same with the peer's end of stream coming after our shutdown.
+    let portal = s.accept(Role::Portal);
+    s.settle();
+    assert!(matches!(
+        s.peer(portal).log[..],
+        [Seen::Bytes(_), Seen::ShutdownWrite]
+    ));
+    s.send_fin(portal);
+    s.settle();
+    assert!(matches!(
+        s.peer(portal).log[..],
+        [Seen::Bytes(_), Seen::ShutdownWrite, Seen::Close]
+    ));
+}
+
+/// Linger: a closing connection whose peer never closes is closed at the
+/// linger deadline, not before, and not never.
+#[test]
+fn a_closing_connection_whose_peer_never_closes_is_closed_at_the_linger_deadline() {
+    let mut s = sim();
+    let linger = s.limits.linger;
+    let portal = s.accept(Role::Portal);
+    s.settle();
+    s.drain(portal, usize::MAX);
+    assert!(s.peer(portal).lines()[0].starts_with(b"SERVER>>>Port=>50001,"));
+    let reply = s.peer(portal).received.len();
+    assert_eq!(
+        s.peer(portal).log,
+        [Seen::Bytes(reply), Seen::ShutdownWrite]
+    );
+
+    s.advance(linger - Duration::from_millis(1));
+    s.tick();
+    assert!(!s.peer(portal).closed, "closed before the linger deadline");
+    s.advance(Duration::from_millis(1));
+    s.tick();
+    assert_eq!(
+        s.peer(portal).log,
+        [Seen::Bytes(reply), Seen::ShutdownWrite, Seen::Close]
+    );
+    assert_eq!(s.relay.core().port_state(0), PortState::Reserved);
+    assert!(s.relay.is_empty());
+}
+
+/// F3 (a closing connection stuck behind its backlog): a client that
+/// terminates and goes on sending, with far more than one turn's read
+/// budget still unread when its end of stream comes, is read to that end
+/// over the next rounds (without any new event) and closed there, with no
+/// reset, and long before the linger deadline.
+#[test]
+fn f3_a_closing_connection_behind_a_long_backlog_is_closed_at_its_end_of_stream() {
+    let mut s = sim();
+    let (a, b) = s.pair();
+    s.send(a, b"CLIENT>>> TERMINATE\n");
+    s.settle();
+    assert_eq!(s.relay.core().port_state(0), PortState::Free);
+    // The backlog piles up in the socket, then the end of stream.
+    s.send(a, &vec![b'x'; 5 * s.limits.read_budget + 100]);
+    s.send_fin(a);
+    let rounds = s.rounds();
+    s.settle();
+    assert_eq!(s.peer(a).unread.len(), 0, "not read to its end of stream");
+    assert_eq!(s.peer(a).log.last(), Some(&Seen::Close), "not closed");
+    assert!(!s.peer(a).log.contains(&Seen::Reset));
+    assert_eq!(s.elapsed(), Duration::ZERO);
+    assert!(s.rounds() - rounds >= 6, "more than one budget per turn");
+    s.pump();
+    assert_eq!(
+        s.peer(b).notices().last().map(String::as_str),
+        Some("SERVER50002>>> Partner 50001 left")
+    );
+}
+
+// ------------------------------------------------------------- half-close
+
+/// Half-close: a client that shuts down its sending side has its last,
+/// unterminated line delivered (with the newline) before its partner is
+/// told it left; it is then closed without a reset.
+#[test]
+fn a_half_close_delivers_the_last_unterminated_line_before_the_partner_is_told() {
+    let mut s = sim();
+    let (a, b) = s.pair();
+    let skip = s.peer(b).received.len();
+    s.peer_mut(a).read_chunk = 3;
+    s.send(a, b"hello\nlast words\r");
+    s.send_fin(a);
+    s.pump();
+    assert_eq!(
+        received_since(&s, b, skip),
+        b"hello\nlast words\nSERVER50002>>> Partner 50001 left\n"
+    );
+    assert_eq!(s.peer(a).log.last(), Some(&Seen::Close));
+    assert!(!s.peer(a).log.contains(&Seen::Reset));
+    assert_eq!(s.relay.core().port_state(0), PortState::Free);
+}
+
+// ------------------------------------------------------------------ reset
+
+/// A reset on the reading side of a busy pair: the sender is told its
+/// partner left (after what was already queued for it), the port is free,
+/// and the reset connection is closed at once.
+#[test]
+fn a_reset_of_the_reader_in_a_busy_pair_tells_the_sender_and_frees_the_port() {
+    let mut s = sim();
+    let (a, b) = s.pair();
+    let skip = s.peer(a).received.len();
+    s.send(a, &numbered(0, 4000, 1000));
+    for _ in 0..5 {
+        s.drain_all();
+        s.run_round();
+    }
+    assert!(!s.peer(a).unread.is_empty(), "still busy");
+    s.send(b, b"going down\n");
+    s.run_round();
+    s.reset(b);
+    s.pump();
+    assert_eq!(s.peer(b).log.last(), Some(&Seen::Close));
+    assert_eq!(s.relay.core().port_state(1), PortState::Free);
+    // A then goes on sending to no one.
+    let lines = lines_since(&s, a, skip);
+    assert_eq!(
+        lines[..2],
+        ["going down", "SERVER50001>>> Partner 50002 left"]
+    );
+    assert!(lines.len() > 2);
+    assert!(lines[2..].iter().all(|l| l.contains("Not delivered")));
+}
+
+/// A reset of a partner that stopped reading, while the sender is paused
+/// on its queue: the sender is told, no longer paused, and its next lines
+/// earn "not delivered" instead of waiting.
+#[test]
+fn a_reset_of_the_partner_a_sender_waits_on_tells_and_releases_the_sender() {
+    let mut s = sim();
+    let (a, b) = s.pair();
+    let skip = s.peer(a).received.len();
+    s.peer_mut(b).window_cap = 1000;
+    s.send(a, &numbered(0, 2 * OUTPUT_HIGH_WATER / 1000, 1000));
+    s.settle();
+    assert!(!s.peer(a).unread.is_empty(), "A is held back");
+    s.reset(b);
+    s.pump();
+    assert_eq!(s.peer(b).log.last(), Some(&Seen::Close));
+    assert_eq!(s.relay.core().port_state(1), PortState::Free);
+    assert!(s.peer(a).unread.is_empty(), "A is read again");
+    let lines = lines_since(&s, a, skip);
+    assert_eq!(lines[0], "SERVER50001>>> Partner 50002 left");
+    assert!(lines.len() > 1);
+    assert!(lines[1..].iter().all(|n| n.contains("Not delivered")));
+}
+
+/// A reset of the sender while it is paused on its partner's queue: the
+/// relay does not read a paused connection, so it learns of the reset when
+/// the sender is resumed, and then the partner is told after everything
+/// that was already queued, and the port is freed.
+#[test]
+fn a_reset_of_a_paused_sender_is_told_to_its_partner_after_the_queued_lines() {
+    let mut s = sim();
+    let (a, b) = s.pair();
+    let skip = s.peer(b).received.len();
+    s.peer_mut(b).window_cap = 1000;
+    let stream = numbered(0, 2 * OUTPUT_HIGH_WATER / 1000, 1000);
+    s.send(a, &stream);
+    s.settle();
+    let forwarded = s.queued(b) + s.peer(b).window.len();
+    s.reset(a);
+    s.peer_mut(b).window_cap = 1 << 20;
+    s.pump();
+    assert_eq!(s.peer(a).log.last(), Some(&Seen::Close));
+    assert_eq!(s.relay.core().port_state(0), PortState::Free);
+    let got = received_since(&s, b, skip);
+    let (chat, notice) = got.split_at(got.len() - "SERVER50002>>> Partner 50001 left\n".len());
+    assert_eq!(notice, b"SERVER50002>>> Partner 50001 left\n");
+    assert!(chat.len() >= forwarded && stream.starts_with(chat));
 }
