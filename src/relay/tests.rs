@@ -3,12 +3,18 @@
 //! ([`crate::sim`]). Each test says which rule it pins. F1, F2 and F3 are
 //! the faults that once needed the real binary and `/proc` to be seen.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{Limits, Role};
-use crate::core::{PortState, Timeouts};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::{Io, Limits, Role};
+use crate::core::{Action, ConnId, Core, PortState, PortalReply, Timeouts};
 use crate::output::{OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER};
-use crate::sim::{PeerId, Seen, Sim};
+use crate::sim::{PeerId, Seen, Sim, WORKER_PORTS};
+use crate::wire::{Codec, DecodeError, Inbox, Wire};
 
 fn sim() -> Sim {
     Sim::new(7, Timeouts::default(), Limits::default())
@@ -455,4 +461,248 @@ fn a_reset_of_a_paused_sender_is_told_to_its_partner_after_the_queued_lines() {
     let (chat, notice) = got.split_at(got.len() - "SERVER50002>>> Partner 50001 left\n".len());
     assert_eq!(notice, b"SERVER50002>>> Partner 50001 left\n");
     assert!(chat.len() >= forwarded && stream.starts_with(chat));
+}
+
+// --------------------------------------------------------------- fairness
+
+/// Fairness: a connection with more than a budget of input reads one
+/// budget per round and keeps the rest for later rounds, and another
+/// connection's line is read and delivered in the same round, after it.
+/// Writing is bounded the same way.
+#[test]
+fn a_flood_gets_one_budget_per_round_and_another_line_goes_through_meanwhile() {
+    let mut s = sim();
+    let budget = s.limits.read_budget;
+    let (a, b) = s.pair();
+    let (c, d) = s.pair();
+    s.peer_mut(b).window_cap = 4 * budget;
+    let skip_d = s.peer(d).received.len();
+    s.send(a, &numbered(0, 4 * budget / 100, 100));
+    s.send(c, b"ping\n");
+    s.run_round();
+    assert_eq!(s.peer(a).read_this_round, budget);
+    assert_eq!(s.peer(c).read_this_round, 5);
+    let ios = s.last_round_ios();
+    let first = |io: Io| ios.iter().position(|&x| x == io).unwrap();
+    let (conn_a, conn_c) = (s.peer(a).conn, s.peer(c).conn);
+    assert!(
+        first(Io::Read(conn_a)) < first(Io::Read(conn_c)),
+        "the flood came first and still the ping went through"
+    );
+    assert_eq!(s.peer(d).window, b"ping\n");
+    assert!(s.peer(b).window.len() <= s.limits.write_budget);
+    assert!(s.relay.has_work());
+    s.run_round();
+    assert_eq!(s.peer(a).read_this_round, budget);
+    s.drain(d, usize::MAX);
+    assert_eq!(received_since(&s, d, skip_d), b"ping\n");
+}
+
+// ------------------------------------------------ fast path and slow path
+
+fn worker_of(port: u16) -> usize {
+    WORKER_PORTS.iter().position(|&p| p == port).unwrap()
+}
+
+/// What the partner and the sender should receive when `a`, already in a
+/// session (with a partner if `partner`), sends `stream` (and then, if
+/// `fin`, its end of stream): computed from a bare core, message by
+/// message through `handle_line`, the slow path, with no relay at all.
+fn expected(stream: &[u8], fin: bool, partner: bool, max_line: usize) -> (Vec<u8>, Vec<u8>) {
+    let now = Instant::now();
+    let mut core = Core::new(
+        WORKER_PORTS.to_vec(),
+        Timeouts::default(),
+        StdRng::seed_from_u64(1),
+    );
+    for conn in if partner { vec![A, B] } else { vec![A] } {
+        let PortalReply::Assigned { port, code } = core.handle_portal_request(now) else {
+            panic!("full")
+        };
+        core.handle_worker_connect(conn, worker_of(port), now);
+        core.handle_line(conn, code.as_bytes(), now);
+    }
+    while core.poll_action().is_some() {}
+
+    let mut out = Outcome::default();
+    let mut inbox = Inbox::new();
+    inbox.extend(stream);
+    while out.open {
+        match inbox.next_message(&Wire::Line, max_line) {
+            Ok(Some((text, hidden))) => {
+                let text = inbox.get(text).to_vec();
+                out.deliver(&mut core, &text, hidden, now);
+            }
+            Ok(None) => break,
+            Err(DecodeError::TooLong) => core.handle_line_too_long(A, max_line),
+            Err(DecodeError::Malformed) => unreachable!("lines are never malformed"),
+        }
+        out.apply(&mut core);
+    }
+    if fin && out.open {
+        if let Some((text, hidden)) = inbox.take_final(&Wire::Line) {
+            let text = inbox.get(text).to_vec();
+            out.deliver(&mut core, &text, hidden, now);
+            out.apply(&mut core);
+        }
+        if out.open {
+            core.handle_disconnect(A);
+            out.apply(&mut core);
+        }
+    }
+    (out.to_b, out.to_a)
+}
+
+/// The reference's sender and partner, and what each has been sent.
+const A: ConnId = ConnId(0);
+const B: ConnId = ConnId(1);
+
+struct Outcome {
+    to_a: Vec<u8>,
+    to_b: Vec<u8>,
+    /// The sender's session has not ended.
+    open: bool,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            to_a: Vec::new(),
+            to_b: Vec::new(),
+            open: true,
+        }
+    }
+}
+
+impl Outcome {
+    fn deliver(&mut self, core: &mut Core<StdRng>, text: &[u8], hidden: bool, now: Instant) {
+        let to = if hidden {
+            core.handle_hidden_break(A, text, now)
+        } else {
+            core.handle_line(A, text, now)
+        };
+        if to == Some(B) {
+            Wire::Line.encode(text, &mut self.to_b);
+        }
+    }
+
+    fn apply(&mut self, core: &mut Core<StdRng>) {
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Send { to: A, line } => Wire::Line.encode(line.as_bytes(), &mut self.to_a),
+                Action::Send { line, .. } => Wire::Line.encode(line.as_bytes(), &mut self.to_b),
+                Action::Close { .. } => self.open = false,
+            }
+        }
+    }
+}
+
+/// Lines that leave the session on: plain chat and every kind of line the
+/// fast path must leave to the slow one (forged, with a hidden break), at
+/// and under the length limit, with either line end.
+fn line() -> impl Strategy<Value = Vec<u8>> {
+    let text = prop_oneof![
+        8 => Just(b"hello".to_vec()),
+        4 => Just(b"".to_vec()),
+        4 => Just(b"0123456789abcdefghijklmn".to_vec()), // exactly the limit below
+        3 => Just(b"SERVER>>> forged".to_vec()),
+        2 => Just(b"SERVER".to_vec()),
+        2 => Just(b"SERVE".to_vec()),
+        2 => Just(b" SERVER".to_vec()),
+        3 => Just(b"a\rb".to_vec()),
+        2 => Just(b"x\r".to_vec()),
+        2 => Just(b"\0\xff".to_vec()),
+        6 => proptest::collection::vec(any::<u8>().prop_filter("no newline", |&b| b != b'\n'), 0..=24),
+    ];
+    (text, any::<bool>()).prop_map(|(mut text, crlf)| {
+        text.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+        text
+    })
+}
+
+/// A line that ends the session, if any: what follows it must be ignored.
+fn ending() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => Just(Vec::new()),
+        1 => Just(b"0123456789abcdefghijklmno\n".to_vec()), // one past the limit
+        1 => Just(b"0123456789abcdefghijklmnopq".to_vec()), // too long, with no end yet
+        1 => Just(b"CLIENT>>> TERMINATE\r\n".to_vec()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 192,
+        rng_seed: RngSeed::Fixed(0x5eed_7e1a),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// The fast path agrees with the slow path: whatever the stream and
+    /// however it is cut into reads (down to one byte at a time, or all at
+    /// once, where runs of plain lines go through `take_run` in one copy),
+    /// the partner gets byte for byte what message-by-message handling by
+    /// the core gives it, and the sender exactly the same notices.
+    #[test]
+    fn the_fast_path_agrees_with_the_slow_path_however_the_stream_is_cut(
+        lines in proptest::collection::vec(line(), 0..40),
+        ending in ending(),
+        after in proptest::collection::vec(line(), 0..3),
+        tail in proptest::collection::vec(b'a'..=b'z', 0..4),
+        fin in any::<bool>(),
+        partner in any::<bool>(),
+        read_chunk in prop_oneof![Just(1usize), Just(2), Just(7), Just(64 * 1024)],
+        cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+    ) {
+        let max_line = 24;
+        let mut stream = lines.concat();
+        stream.extend_from_slice(&ending);
+        stream.extend_from_slice(&after.concat());
+        stream.extend_from_slice(&tail);
+        let (want_b, want_a) = expected(&stream, fin, partner, max_line);
+
+        let limits = Limits { max_line, ..Limits::default() };
+        let mut s = Sim::new(7, Timeouts::default(), limits);
+        let a = s.join();
+        let b = partner.then(|| s.join());
+        s.pump();
+        let skip_a = s.peer(a).received.len();
+        let skip_b = b.map(|b| s.peer(b).received.len());
+        s.peer_mut(a).read_chunk = read_chunk;
+        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        cuts.push(stream.len());
+        cuts.sort_unstable();
+        let mut from = 0;
+        for cut in cuts {
+            s.send(a, &stream[from..cut]);
+            from = cut;
+            s.pump();
+        }
+        if fin {
+            s.send_fin(a);
+        }
+        s.pump();
+        prop_assert_eq!(received_since(&s, a, skip_a), &want_a[..]);
+        if let (Some(b), Some(skip)) = (b, skip_b) {
+            prop_assert_eq!(received_since(&s, b, skip), &want_b[..]);
+        }
+    }
+}
+
+/// The property test's reference, checked by hand on one stream, so that
+/// a mistake in it cannot make the property vacuous.
+#[test]
+fn the_slow_path_reference_gives_what_the_protocol_says() {
+    let stream = b"hi\nSERVER x\na\rb\r\n0123456789abc\nnot read";
+    let (to_b, to_a) = expected(stream, true, true, 12);
+    assert_eq!(to_b, b"hi\nSERVER50002>>> Partner 50001 left\n");
+    assert_eq!(
+        String::from_utf8(to_a).unwrap(),
+        "SERVER50001>>> Refused: chat lines may not begin with SERVER\n\
+         SERVER50001>>> Refused: chat lines may not hold a carriage return\n\
+         SERVER50001>>> Line too long (limit 12 bytes); closing\n"
+    );
+    let (to_b, to_a) = expected(b"a\nCLIENT>>> TERMINATE\nb\n", false, true, 24);
+    assert_eq!(to_b, b"a\nSERVER50002>>> Partner 50001 left\n");
+    assert_eq!(to_a, b"");
 }
