@@ -253,10 +253,13 @@ impl Sim {
         peer
     }
 
-    /// The peer sends `bytes`. Bytes sent after its end of stream, its
-    /// reset or the relay's close are never read.
+    /// The peer sends `bytes`. After its own end of stream or reset, or
+    /// the relay's close, it cannot: those bytes are dropped.
     pub fn send(&mut self, peer: PeerId, bytes: &[u8]) {
-        self.peers[peer.0].unread.extend(bytes);
+        let p = &mut self.peers[peer.0];
+        if !(p.sent_fin || p.reset || p.closed) {
+            p.unread.extend(bytes);
+        }
     }
 
     /// The peer shuts down its write side.
