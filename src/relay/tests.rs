@@ -415,18 +415,27 @@ fn a_reset_of_the_reader_in_a_busy_pair_tells_the_sender_and_frees_the_port() {
     assert!(lines[2..].iter().all(|l| l.contains("Not delivered")));
 }
 
+/// A pair where A streams 2 MiB and B does not read (its window holds
+/// 1000 bytes): A is held back on B's queue. Returns A, B and the stream.
+fn held_back(s: &mut Sim) -> (PeerId, PeerId, Vec<u8>) {
+    let (a, b) = s.pair();
+    s.drain(b, usize::MAX);
+    s.peer_mut(b).window_cap = 1000;
+    let stream = numbered(0, 2 * OUTPUT_HIGH_WATER / 1000, 1000);
+    s.send(a, &stream);
+    s.settle();
+    assert!(!s.peer(a).unread.is_empty(), "A is held back");
+    (a, b, stream)
+}
+
 /// A reset of a partner that stopped reading, while the sender is paused
 /// on its queue: the sender is told, no longer paused, and its next lines
 /// earn "not delivered" instead of waiting.
 #[test]
 fn a_reset_of_the_partner_a_sender_waits_on_tells_and_releases_the_sender() {
     let mut s = sim();
-    let (a, b) = s.pair();
+    let (a, b, _) = held_back(&mut s);
     let skip = s.peer(a).received.len();
-    s.peer_mut(b).window_cap = 1000;
-    s.send(a, &numbered(0, 2 * OUTPUT_HIGH_WATER / 1000, 1000));
-    s.settle();
-    assert!(!s.peer(a).unread.is_empty(), "A is held back");
     s.reset(b);
     s.pump();
     assert_eq!(s.peer(b).log.last(), Some(&Seen::Close));
@@ -445,12 +454,8 @@ fn a_reset_of_the_partner_a_sender_waits_on_tells_and_releases_the_sender() {
 #[test]
 fn a_reset_of_a_paused_sender_is_told_to_its_partner_after_the_queued_lines() {
     let mut s = sim();
-    let (a, b) = s.pair();
+    let (a, b, stream) = held_back(&mut s);
     let skip = s.peer(b).received.len();
-    s.peer_mut(b).window_cap = 1000;
-    let stream = numbered(0, 2 * OUTPUT_HIGH_WATER / 1000, 1000);
-    s.send(a, &stream);
-    s.settle();
     let forwarded = s.queued(b) + s.peer(b).window.len();
     s.reset(a);
     s.peer_mut(b).window_cap = 1 << 20;
