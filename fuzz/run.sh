@@ -2,7 +2,7 @@
 # Runs every cargo-fuzz target for N seconds (default 60) and prints, per
 # target, how many inputs were executed and whether a crash was found.
 #
-#   fuzz/run.sh            # 60 s per target
+#   fuzz/run.sh            # 60 s per target (core, relay)
 #   fuzz/run.sh 300        # 5 min per target
 #   fuzz/run.sh 30 core    # only the `core` target
 #
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(core wire)
+[ ${#targets[@]} -gt 0 ] || targets=(core wire relay)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked

@@ -21,6 +21,9 @@
 //!   the slab of sockets, the tick and signals; it only moves bytes.
 //! - [`logging`]: the server's log lines on stderr, with UTC timestamps.
 //! - [`rlimit`]: the open-file limit a configuration needs; raising it.
+//! - `sim` (for tests, or with the `sim` feature): a simulated network,
+//!   fake clock and peers, that drives the relay as the server does; the
+//!   relay's unit tests and its fuzz target run on it.
 //! - [`client`]: the client's side of the protocol, shared by `chat-client`,
 //!   the tests and the benchmarks.
 //!
@@ -38,5 +41,7 @@ pub mod output;
 pub mod relay;
 pub mod rlimit;
 pub mod server;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod spin;
 pub mod wire;
