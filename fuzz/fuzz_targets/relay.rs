@@ -346,6 +346,9 @@ fuzz_target!(|input: Input| {
         // At least 512 bytes, so that a flood needs only thousands of rounds.
         read_budget: 512 + usize::from(input.read_budget),
         write_budget: 512 + usize::from(input.write_budget),
+        // Below what the floods can queue, so the total's hold and release
+        // are exercised too.
+        max_queued: 2 << 20,
     };
     let timeouts = Timeouts {
         assign: ms(input.assign_ms),
