@@ -19,8 +19,10 @@
 //! - half-closer: ends with an unterminated line and a shutdown of its
 //!   sending side instead of `TERMINATE`;
 //! - resetter: stops reading and closes with unread input: a reset;
-//! - garbage: lines holding NULs, invalid UTF-8 and bare `\r` among its chat,
-//!   a line beginning with `SERVER`, then a megabyte without a newline.
+//! - garbage: lines holding NULs and invalid UTF-8 among its chat, which
+//!   must arrive byte for byte, and lines hiding a bare `\r`, which the
+//!   server must refuse with a notice to the sender; then a line beginning
+//!   with `SERVER`, then a megabyte without a newline.
 //!
 //! A chaos thread meanwhile takes turns at a slowloris, garbage on the
 //! portal, garbage on a worker port before the handshake, a flood of
@@ -34,9 +36,9 @@
 //! length, and has a computed payload (garbage lines carry their route and
 //! session before the garbage). Receivers check each line as it arrives
 //! (misrouted, damaged, out of order); at the end, for every sender, lines
-//! sent = lines received (once) + "not delivered" notices, except where a
-//! reset was involved (the resetter's own lines, and lines sent to it). So
-//! "zero lines lost" is counted, not assumed.
+//! sent = lines received (once) + "not delivered" notices + refusals of a
+//! bare `\r`, except where a reset was involved (the resetter's own lines,
+//! and lines sent to it). So "zero lines lost" is counted, not assumed.
 //!
 //! At the end: every port can be obtained again, the descriptor count is back
 //! to its start, memory is back to its start (within a small allowance), and
@@ -146,6 +148,8 @@ struct Seen {
     runs: HashMap<u64, (u64, u64, u64)>,
     not_delivered: u64,
     refused: u64,
+    /// Refusals of a line that hides a bare `\r`.
+    refused_cr: u64,
     too_long: u64,
     /// Per sender session: lines of garbage received.
     garbage_from: HashMap<u64, u64>,
@@ -220,6 +224,7 @@ fn read_session(
     let mut line = Vec::new();
     let not_delivered = format!("SERVER{me}>>> Not delivered: partner {partner} is not connected");
     let refused = format!("SERVER{me}>>> Refused: chat lines may not begin with SERVER");
+    let refused_cr = format!("SERVER{me}>>> Refused: chat lines may not hold a carriage return");
     let too_long = format!("SERVER{me}>>> Line too long (limit 8192 bytes); closing");
     let connected = format!("SERVER{me}>>> Partner {partner} connected");
     let left = format!("SERVER{me}>>> Partner {partner} left");
@@ -269,6 +274,8 @@ fn read_session(
                 seen.not_delivered += 1;
             } else if text == refused {
                 seen.refused += 1;
+            } else if text == refused_cr {
+                seen.refused_cr += 1;
             } else if text == too_long {
                 seen.too_long += 1;
             } else if text == connected {
@@ -286,6 +293,10 @@ fn read_session(
                 std::str::from_utf8(&rest[..hash]).ok()?.parse::<u64>().ok()
             });
             match session {
+                Some(_) if line.contains(&b'\r') => seen.problems.push(format!(
+                    "port {me}: a line with a bare \\r was forwarded: {:?}",
+                    String::from_utf8_lossy(&line[..line.len().min(30)])
+                )),
                 Some(session) => *seen.garbage_from.entry(session).or_default() += 1,
                 None => seen.problems.push(format!(
                     "port {me}: misrouted garbage {:?}",
@@ -393,6 +404,7 @@ impl Soak {
         };
         let mut sent = 0;
         let mut garbage_sent = 0;
+        let mut hidden_breaks = 0;
         let mut write_failed = None;
         let mut send = |stream: &mut TcpStream, bytes: &[u8]| {
             if write_failed.is_none()
@@ -418,13 +430,21 @@ impl Soak {
             sent += 1;
             if kind == Kind::Garbage && seq % 10 == 0 {
                 let mut garbage = format!("~g~{me}>{partner}#{id}:").into_bytes();
-                garbage.extend(b"\0\0\xff\xfe\xc3\x28 a\rb \r\r");
+                garbage.extend(b"\0\0\xff\xfe\xc3\x28 a");
                 let len = rng.below(100) as usize;
                 garbage.extend(rng.bytes(len));
+                // No line break inside, but for every other one a bare `\r`
+                // (to a reader that splits at `\r`, a break): the server
+                // must refuse that one with a notice to us, and forward the
+                // others byte for byte.
                 garbage
                     .iter_mut()
-                    .filter(|b| **b == b'\n')
+                    .filter(|b| **b == b'\n' || **b == b'\r')
                     .for_each(|b| *b = 0);
+                if seq % 20 == 10 {
+                    garbage.extend(b" b\rc \r\r");
+                    hidden_breaks += 1;
+                }
                 garbage.push(b'\n');
                 send(&mut stream, &garbage);
                 garbage_sent += 1;
@@ -481,6 +501,12 @@ impl Soak {
         if kind == Kind::Garbage && seen.too_long != 1 {
             seen.problems.push(format!(
                 "port {me}: no line-too-long notice for the megabyte"
+            ));
+        }
+        if kind == Kind::Garbage && seen.refused_cr != hidden_breaks {
+            seen.problems.push(format!(
+                "port {me}: {hidden_breaks} lines hid a bare \\r, {} refused",
+                seen.refused_cr
             ));
         }
         if kind == Kind::Garbage && seen.refused != 1 {
@@ -872,6 +898,8 @@ struct Audit {
     received: u64,
     /// "Not delivered" notices (the partner was not there).
     not_delivered: u64,
+    /// Lines refused for a bare `\r`.
+    refused_cr: u64,
     /// Lines gone with a reset: sent by a resetter, or to one.
     with_resets: u64,
     /// Lines unaccounted for where nothing excuses it.
@@ -915,10 +943,11 @@ fn audit(ledger: &Ledger) -> Audit {
         let received =
             got.iter().map(|run| run.2).sum::<u64>() + garbage.remove(&id).unwrap_or_default();
         let sent = sender.sent + sender.garbage_sent;
-        let accounted = received + sender.seen.not_delivered;
+        let accounted = received + sender.seen.not_delivered + sender.seen.refused_cr;
         audit.sent += sent;
         audit.received += received;
         audit.not_delivered += sender.seen.not_delivered;
+        audit.refused_cr += sender.seen.refused_cr;
         // A resetter paired with this sender may have taken lines with it.
         let beside_a_resetter = ledger.records.values().any(|other| {
             other.kind == Kind::Resetter
@@ -1164,8 +1193,13 @@ fn soak() {
         (
             "lines",
             format!(
-                "{} sent: {} received, {} \"not delivered\" (no partner), {} gone with a reset",
-                audit.sent, audit.received, audit.not_delivered, audit.with_resets
+                "{} sent: {} received, {} \"not delivered\" (no partner), {} refused for a \
+                 bare \\r, {} gone with a reset",
+                audit.sent,
+                audit.received,
+                audit.not_delivered,
+                audit.refused_cr,
+                audit.with_resets
             ),
         ),
         (
