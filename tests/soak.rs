@@ -83,9 +83,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Drain, End, IO_LIMIT, Peer, Pump, PumpEnd, PumpPlan, Rng, Sampler, TestServer, connect,
-    connect_from, fd_count, fd_numbers, nofile_prefix, release_from, request_port_from, rss_kib,
-    settled_fds, tcp_queues, try_rss_kib as try_rss, wait_every_port_free_from, wait_until,
+    Drain, End, Peer, Pump, PumpEnd, PumpPlan, Rng, Sampler, TestServer, connect, connect_from,
+    fd_count, fd_numbers, nofile_prefix, release_from, request_port_from, rss_kib, settled_fds,
+    tcp_queues, try_rss_kib as try_rss, wait_every_port_free_from, wait_until,
 };
 use hdrhistogram::Histogram;
 use portal_chat::client::{Assignment, PortalAnswer, parse_portal_reply};
@@ -1025,21 +1025,14 @@ impl Soak {
     /// The flat-out pair, from the start of the churn to its end: `writer`
     /// sends numbered lines of 500 to 1499 bytes in 64 KiB writes as fast as
     /// the server takes them, and `reader` reads and checks every one as it
-    /// comes. Then the writer leaves, and the reader after it.
+    /// comes (and says a line of its own every 2 s). Then the writer leaves,
+    /// and the reader after it.
     fn flat_out(&self, writer: Peer, reader: Peer) {
         in_the_background();
         let began = Instant::now();
         let (writer_id, reader_id) = (self.new_id(), self.new_id());
         let never = Arc::new(AtomicBool::new(false));
         let came = Arc::new(AtomicBool::new(true));
-        // The writer hears nothing until it leaves: no read timeout short
-        // of the churn.
-        let quiet = self.deadline.saturating_duration_since(began) + IO_LIMIT;
-        writer
-            .reader
-            .get_ref()
-            .set_read_timeout(Some(quiet))
-            .unwrap();
         let writer_hears = {
             let (never, came) = (never.clone(), came.clone());
             let (reader, me, partner) = (writer.reader, writer.port, writer.partner);
@@ -1055,6 +1048,31 @@ impl Soak {
             };
             let (me, partner) = (reader.port, reader.partner);
             thread::spawn(move || read_session(buffered, me, partner, None, &never, &came, None))
+        };
+        // The reader says a line every 2 s, as a client that mostly listens
+        // would: silent, it would be timed out as idle (after 60 s, the
+        // server's default).
+        let reader_speaks = {
+            let mut stream = reader.stream.try_clone().expect("clone socket");
+            let (me, partner, deadline) = (reader.port, reader.partner, self.deadline);
+            thread::spawn(move || {
+                let mut said = 0;
+                let mut next = Instant::now();
+                loop {
+                    // The reader's own pace.
+                    thread::sleep(next.min(deadline).saturating_duration_since(Instant::now()));
+                    if Instant::now() >= deadline {
+                        return (said, None);
+                    }
+                    let mut line = soak_line(me, partner, reader_id, said, 32);
+                    line.push(b'\n');
+                    if let Err(e) = stream.write_all(&line) {
+                        return (said, Some(e));
+                    }
+                    said += 1;
+                    next += Duration::from_secs(2);
+                }
+            })
         };
         let (me, partner) = (writer.port, writer.partner);
         let mut stream = writer.stream;
@@ -1086,18 +1104,24 @@ impl Soak {
         }
         let mut writer_seen = writer_hears.join().expect("flat-out writer's reader");
         // The writer has gone: the reader leaves too, after everything.
+        let (said, speaking_failed) = reader_speaks.join().expect("flat-out reader's voice");
         let mut reader_stream = reader.stream;
         let _ = reader_stream.write_all(b"CLIENT>>> TERMINATE\n");
-        let reader_seen = reader_hears.join().expect("flat-out reader");
+        let mut reader_seen = reader_hears.join().expect("flat-out reader");
         if let Some(e) = failed {
             writer_seen
                 .problems
                 .push(format!("flat-out writer on {me}: write failed: {e}"));
         }
+        if let Some(e) = speaking_failed {
+            reader_seen
+                .problems
+                .push(format!("flat-out reader on {partner}: write failed: {e}"));
+        }
         let mut ledger = self.ledger.lock().unwrap();
         for (id, port, partner, sent, mut seen) in [
             (writer_id, me, partner, sent, writer_seen),
-            (reader_id, partner, me, 0, reader_seen),
+            (reader_id, partner, me, said, reader_seen),
         ] {
             if !seen.clean_end {
                 seen.problems
