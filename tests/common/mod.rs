@@ -160,7 +160,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use portal_chat::client::{Assignment, PortalAnswer, request_port};
+use portal_chat::client::{Assignment, PortalAnswer, parse_portal_reply, request_port};
 
 /// The longest any single socket read or write in these helpers may block
 /// without progress before it counts as a failure.
@@ -298,11 +298,56 @@ pub fn tcp_queues(local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
 
 /// Connects with the read and write limits of these helpers set.
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, IO_LIMIT)?;
+    with_limits(TcpStream::connect_timeout(&addr, IO_LIMIT)?)
+}
+
+/// Like [`connect`], from the local address `from` (the OS picks the port):
+/// `--max-per-ip` counts per source address, and every address of
+/// 127.0.0.0/8 is this machine's own, so one test can be many sources.
+pub fn connect_from(from: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), IO_LIMIT)?;
+    with_limits(socket.into())
+}
+
+/// [`connect`] from `from`, or from wherever the OS chooses.
+fn connect_maybe_from(from: Option<IpAddr>, addr: SocketAddr) -> io::Result<TcpStream> {
+    match from {
+        Some(from) => connect_from(from, addr),
+        None => connect(addr),
+    }
+}
+
+fn with_limits(stream: TcpStream) -> io::Result<TcpStream> {
     stream.set_read_timeout(Some(IO_LIMIT))?;
     stream.set_write_timeout(Some(IO_LIMIT))?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Asks the portal once, from `from`.
+pub fn request_port_from(from: IpAddr, portal: SocketAddr) -> Result<PortalAnswer, String> {
+    let stream = connect_from(from, portal).map_err(|e| format!("connect from {from}: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("portal answer to {from}: {e}"))?;
+    line.strip_suffix('\n')
+        .and_then(parse_portal_reply)
+        .ok_or_else(|| format!("the portal answered {from} with {line:?}"))
+}
+
+/// [`request_port`] from `from`, or from wherever the OS chooses.
+fn request_port_maybe_from(
+    from: Option<IpAddr>,
+    portal: SocketAddr,
+) -> Result<PortalAnswer, String> {
+    match from {
+        Some(from) => request_port_from(from, portal),
+        None => request_port(portal).map_err(|e| e.to_string()),
+    }
 }
 
 /// Asks the portal once; panics on anything but an answer.
@@ -314,7 +359,20 @@ pub fn ask_portal(server: &TestServer) -> PortalAnswer {
 /// `CLIENT>>> TERMINATE` in one write, then everything until the server
 /// closes. When this returns, the port is free again.
 pub fn release(host: IpAddr, assignment: &Assignment) -> io::Result<Vec<u8>> {
-    let mut stream = connect(SocketAddr::new(host, assignment.port))?;
+    release_maybe_from(None, host, assignment)
+}
+
+/// [`release`], connecting from `from`.
+pub fn release_from(from: IpAddr, host: IpAddr, assignment: &Assignment) -> io::Result<Vec<u8>> {
+    release_maybe_from(Some(from), host, assignment)
+}
+
+fn release_maybe_from(
+    from: Option<IpAddr>,
+    host: IpAddr,
+    assignment: &Assignment,
+) -> io::Result<Vec<u8>> {
+    let mut stream = connect_maybe_from(from, SocketAddr::new(host, assignment.port))?;
     let port = assignment.port;
     let code = &assignment.code;
     write!(
@@ -330,20 +388,33 @@ pub fn release(host: IpAddr, assignment: &Assignment) -> io::Result<Vec<u8>> {
 /// hands out each of them exactly once. Every port obtained is given back
 /// before this returns, whatever the outcome.
 pub fn check_every_port_free(server: &TestServer) -> Result<(), String> {
+    check_every_port_free_maybe_from(server, &[])
+}
+
+/// [`check_every_port_free`] for a server with `--max-per-ip`: the i-th
+/// request comes from `sources[i]`, and that port is given back from there.
+/// There must be a source per worker port.
+pub fn check_every_port_free_from(server: &TestServer, sources: &[IpAddr]) -> Result<(), String> {
+    assert!(sources.len() >= server.workers.len(), "a source per port");
+    check_every_port_free_maybe_from(server, sources)
+}
+
+fn check_every_port_free_maybe_from(server: &TestServer, sources: &[IpAddr]) -> Result<(), String> {
     let mut obtained = Vec::new();
     let mut full = 0;
-    for _ in &server.workers {
-        match request_port(server.portal) {
-            Ok(PortalAnswer::Assigned(assignment)) => obtained.push(assignment),
+    for n in 0..server.workers.len() {
+        let from = sources.get(n).copied();
+        match request_port_maybe_from(from, server.portal) {
+            Ok(PortalAnswer::Assigned(assignment)) => obtained.push((from, assignment)),
             Ok(PortalAnswer::Full) => full += 1,
             Err(e) => return Err(format!("the portal did not answer: {e}")),
         }
     }
-    for assignment in &obtained {
-        release(server.host(), assignment)
+    for (from, assignment) in &obtained {
+        release_maybe_from(*from, server.host(), assignment)
             .map_err(|e| format!("giving port {} back failed: {e}", assignment.port))?;
     }
-    let mut ports: Vec<u16> = obtained.iter().map(|a| a.port).collect();
+    let mut ports: Vec<u16> = obtained.iter().map(|(_, a)| a.port).collect();
     ports.sort_unstable();
     let mut workers: Vec<u16> = server.workers.iter().map(|w| w.port()).collect();
     workers.sort_unstable();
@@ -358,9 +429,27 @@ pub fn check_every_port_free(server: &TestServer) -> Result<(), String> {
 
 /// Retries [`check_every_port_free`] until it holds or `limit` passes.
 pub fn wait_every_port_free(server: &TestServer, limit: Duration) -> Result<(), String> {
+    wait_every_port_free_maybe_from(server, &[], limit)
+}
+
+/// Retries [`check_every_port_free_from`] until it holds or `limit` passes.
+pub fn wait_every_port_free_from(
+    server: &TestServer,
+    sources: &[IpAddr],
+    limit: Duration,
+) -> Result<(), String> {
+    assert!(sources.len() >= server.workers.len(), "a source per port");
+    wait_every_port_free_maybe_from(server, sources, limit)
+}
+
+fn wait_every_port_free_maybe_from(
+    server: &TestServer,
+    sources: &[IpAddr],
+    limit: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
-        match check_every_port_free(server) {
+        match check_every_port_free_maybe_from(server, sources) {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -427,8 +516,26 @@ impl Peer {
 
     /// Presents the passcode on the assigned port and reads the two answers.
     pub fn handshake(host: IpAddr, assignment: &Assignment) -> Result<Peer, String> {
+        Peer::handshake_maybe_from(None, host, assignment)
+    }
+
+    /// [`handshake`](Self::handshake), connecting from `from`.
+    pub fn handshake_from(
+        from: IpAddr,
+        host: IpAddr,
+        assignment: &Assignment,
+    ) -> Result<Peer, String> {
+        Peer::handshake_maybe_from(Some(from), host, assignment)
+    }
+
+    fn handshake_maybe_from(
+        from: Option<IpAddr>,
+        host: IpAddr,
+        assignment: &Assignment,
+    ) -> Result<Peer, String> {
         let port = assignment.port;
-        let stream = connect(SocketAddr::new(host, port)).map_err(|e| e.to_string())?;
+        let stream =
+            connect_maybe_from(from, SocketAddr::new(host, port)).map_err(|e| e.to_string())?;
         let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
         let mut peer = Peer {
             port,
