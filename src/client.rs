@@ -11,11 +11,39 @@
 //! A server known by name may have several addresses (`localhost` is often
 //! `::1` and `127.0.0.1`, and a server listens on one of them).
 //! [`resolve`] lists them all and [`Session::join_any`] tries them in turn.
+//!
+//! # Wires
+//!
+//! Every message, both ways, is framed by the library's own codecs
+//! ([`crate::wire`]), so the client speaks whichever [`Wire`] the server
+//! does. The functions without a wire in their name speak [`Wire::Line`];
+//! their `_with_wire` forms ([`request_port_with_wire`],
+//! [`Session::handshake_with_wire`], [`Session::join_any_with_wire`]) take
+//! the wire, and the session keeps it: every chat line, the handshake and
+//! `CLIENT>>> TERMINATE` is then one message of that wire, and so is every
+//! answer and notice of the server.
+//!
+//! # The original server's spellings
+//!
+//! The C# server this project re-creates answers in the same protocol but
+//! spells two of its texts differently: `SERVER>>> FULL` for a full portal
+//! (here `SERVER>>>full`) and `SERVER>>> IDLE TIMEOUT` for the idle timeout
+//! (here `SERVER>>> TIMEOUT`); its passcodes are decimal numbers, which the
+//! passcodes accepted here (ASCII letters and digits) already include.
+//! These spellings are accepted on [`Wire::Dotnet`] only, the one wire the
+//! original server speaks ([`parse_portal_reply_with_wire`],
+//! [`Message::is_timeout_with_wire`]). On the line wire the server can only
+//! be this project's, whose texts are pinned exactly; a text it never sends
+//! is then reported as unexpected rather than guessed at.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::time::Duration;
+
+use crate::config::MAX_LINE_LIMIT;
+use crate::wire::{Codec, DecodeError, DotnetCodec, Inbox, Wire};
 
 /// The line that ends a session from the client's side.
 pub const TERMINATE_LINE: &str = "CLIENT>>> TERMINATE";
@@ -25,6 +53,13 @@ pub const FULL_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// How long to wait for any single answer from the server while joining.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest message taken from the server, in bytes: the largest
+/// `--max-line` a `chat-server` accepts, so no message it forwards is ever
+/// refused. It bounds what a broken or hostile server can make the client
+/// hold: a line that never ends, or a .NET prefix that announces 2 GiB and
+/// then trickles.
+pub const MAX_INCOMING: usize = MAX_LINE_LIMIT;
 
 /// A worker port reserved by the portal, and the passcode that claims it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +117,24 @@ impl From<io::Error> for JoinError {
     }
 }
 
-/// Reads the portal's answer from one line.
+/// Reads the portal's answer from one line, as this project's server
+/// writes it on the line wire.
 pub fn parse_portal_reply(line: &str) -> Option<PortalAnswer> {
-    if line == "SERVER>>>full" {
+    parse_portal_reply_with_wire(line, Wire::Line)
+}
+
+/// Reads the portal's answer from the one message it sends on `wire`. On
+/// [`Wire::Dotnet`] the original C# server's `SERVER>>> FULL` is "full" too
+/// (see [the original server's spellings](self#the-original-servers-spellings)).
+///
+/// A passcode is one or more ASCII letters and digits: this project's
+/// server sends letters and digits, the original server a decimal number.
+pub fn parse_portal_reply_with_wire(line: &str, wire: Wire) -> Option<PortalAnswer> {
+    let full = match wire {
+        Wire::Line => line == "SERVER>>>full",
+        Wire::Dotnet => line == "SERVER>>>full" || line == "SERVER>>> FULL",
+    };
+    if full {
         return Some(PortalAnswer::Full);
     }
     let rest = line.strip_prefix("SERVER>>>Port=>")?;
@@ -146,21 +196,32 @@ pub fn connect_any(hosts: &[IpAddr], port: u16, timeout: Duration) -> io::Result
     Err(io::Error::new(last_kind, failures.join("; ")))
 }
 
-/// Asks the portal at `portal` once.
+/// Asks the portal at `portal` once, on the line wire.
 pub fn request_port(portal: SocketAddr) -> Result<PortalAnswer, JoinError> {
-    request_port_any(&[portal.ip()], portal.port()).map(|(answer, _)| answer)
+    request_port_with_wire(portal, Wire::Line)
+}
+
+/// Asks the portal at `portal` once, on `wire`.
+pub fn request_port_with_wire(portal: SocketAddr, wire: Wire) -> Result<PortalAnswer, JoinError> {
+    request_port_any(&[portal.ip()], portal.port(), wire).map(|(answer, _)| answer)
 }
 
 /// Asks the portal on `port` of the first of `hosts` that accepts a
 /// connection, once. Returns the answer and the address that gave it.
-fn request_port_any(hosts: &[IpAddr], port: u16) -> Result<(PortalAnswer, IpAddr), JoinError> {
+fn request_port_any(
+    hosts: &[IpAddr],
+    port: u16,
+    wire: Wire,
+) -> Result<(PortalAnswer, IpAddr), JoinError> {
     let stream = connect_any(hosts, port, ANSWER_TIMEOUT)?;
     let host = stream.peer_addr()?.ip();
     stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    let mut reader = BufReader::new(stream);
-    let line = read_text_line(&mut reader)?
+    let text = MessageReader::new(stream, wire)
+        .next_text()?
         .ok_or_else(|| JoinError::Protocol("portal closed without answering".into()))?;
-    let answer = parse_portal_reply(&line).ok_or(JoinError::Protocol(line))?;
+    // Not UTF-8 is not a portal reply either: reported as what it was.
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let answer = parse_portal_reply_with_wire(&text, wire).ok_or(JoinError::Protocol(text))?;
     Ok((answer, host))
 }
 
@@ -206,7 +267,7 @@ pub fn obtain_port(
     policy: RetryPolicy,
     on_full: impl FnMut(u32),
 ) -> Result<Assignment, JoinError> {
-    obtain_port_any(&[portal.ip()], portal.port(), policy, on_full)
+    obtain_port_any(&[portal.ip()], portal.port(), Wire::Line, policy, on_full)
         .map(|(assignment, _)| assignment)
 }
 
@@ -216,13 +277,14 @@ pub fn obtain_port(
 fn obtain_port_any(
     hosts: &[IpAddr],
     port: u16,
+    wire: Wire,
     policy: RetryPolicy,
     mut on_full: impl FnMut(u32),
 ) -> Result<(Assignment, IpAddr), JoinError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match request_port_any(hosts, port)? {
+        match request_port_any(hosts, port, wire)? {
             (PortalAnswer::Assigned(assignment), host) => return Ok((assignment, host)),
             (PortalAnswer::Full, _) => {
                 on_full(attempt);
@@ -235,27 +297,45 @@ fn obtain_port_any(
     }
 }
 
-/// One line from the server, sorted by what it is.
+/// One message from the server (a line, on the line wire), sorted by what
+/// it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// A chat line from the partner, byte for byte, without its newline.
+    /// A chat message from the partner, byte for byte, without its framing
+    /// (on the line wire: without its newline, or the `\r` before it).
     Chat(Vec<u8>),
-    /// A server notice (a line beginning with `SERVER`).
+    /// A server notice (a message beginning with `SERVER`).
     Notice(String),
 }
 
 impl Message {
-    fn from_line(line: Vec<u8>) -> Message {
-        if line.starts_with(b"SERVER") {
-            Message::Notice(String::from_utf8_lossy(&line).into_owned())
+    fn from_text(text: Vec<u8>) -> Message {
+        if text.starts_with(b"SERVER") {
+            Message::Notice(String::from_utf8_lossy(&text).into_owned())
         } else {
-            Message::Chat(line)
+            Message::Chat(text)
         }
     }
 
-    /// Whether this is the idle or session-limit notice that ends a session.
+    /// Whether this is the idle or session-limit notice that ends a session,
+    /// as this project's server spells them.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Message::Notice(n) if n == "SERVER>>> TIMEOUT" || n == "SERVER>>> TOTAL TIME TIMEOUT")
+        self.is_timeout_with_wire(Wire::Line)
+    }
+
+    /// [`is_timeout`](Self::is_timeout) for a session on `wire`. On
+    /// [`Wire::Dotnet`] the original C# server's `SERVER>>> IDLE TIMEOUT`
+    /// counts as well (see
+    /// [the original server's spellings](self#the-original-servers-spellings)).
+    pub fn is_timeout_with_wire(&self, wire: Wire) -> bool {
+        let Message::Notice(notice) = self else {
+            return false;
+        };
+        match notice.as_str() {
+            "SERVER>>> TIMEOUT" | "SERVER>>> TOTAL TIME TIMEOUT" => true,
+            "SERVER>>> IDLE TIMEOUT" => wire == Wire::Dotnet,
+            _ => false,
+        }
     }
 
     /// Whether this is the notice of a server that is stopping; it closes
@@ -269,6 +349,7 @@ impl Message {
 pub struct Session {
     writer: TcpStream,
     reader: SessionReader,
+    wire: Wire,
     /// The worker port this session holds.
     pub port: u16,
     /// Whether the partner was connected when we joined.
@@ -279,22 +360,37 @@ pub struct Session {
 
 impl Session {
     /// Connects to the assigned port on `host` and presents the passcode in
-    /// the original client's form.
+    /// the original client's form, on the line wire.
     pub fn handshake(host: IpAddr, assignment: &Assignment) -> Result<Session, JoinError> {
-        Session::handshake_any(&[host], assignment)
+        Session::handshake_with_wire(host, assignment, Wire::Line)
     }
 
-    /// [`handshake`](Self::handshake) on the first of `hosts` that accepts
-    /// a connection to the assigned port.
-    fn handshake_any(hosts: &[IpAddr], assignment: &Assignment) -> Result<Session, JoinError> {
+    /// [`handshake`](Self::handshake) on `wire`: the passcode goes as one
+    /// message, and the session goes on speaking `wire`.
+    pub fn handshake_with_wire(
+        host: IpAddr,
+        assignment: &Assignment,
+        wire: Wire,
+    ) -> Result<Session, JoinError> {
+        Session::handshake_any(&[host], assignment, wire)
+    }
+
+    /// [`handshake_with_wire`](Self::handshake_with_wire) on the first of
+    /// `hosts` that accepts a connection to the assigned port.
+    fn handshake_any(
+        hosts: &[IpAddr],
+        assignment: &Assignment,
+        wire: Wire,
+    ) -> Result<Session, JoinError> {
         let port = assignment.port;
         let mut writer = connect_any(hosts, port, ANSWER_TIMEOUT)?;
         writer.set_nodelay(true)?;
         writer.set_read_timeout(Some(ANSWER_TIMEOUT))?;
         let mut reader = SessionReader {
-            inner: BufReader::new(writer.try_clone()?),
+            inner: MessageReader::new(writer.try_clone()?, wire),
         };
-        writeln!(writer, "CLIENT{port}>>>HandshakeCode={}", assignment.code)?;
+        let handshake = format!("CLIENT{port}>>>HandshakeCode={}", assignment.code);
+        send(&mut writer, wire, handshake.as_bytes())?;
         let expect = |line: Option<Message>| match line {
             Some(Message::Notice(text)) => Ok(text),
             Some(Message::Chat(bytes)) => Err(JoinError::Protocol(
@@ -317,6 +413,7 @@ impl Session {
         Ok(Session {
             writer,
             reader,
+            wire,
             port,
             partner_present,
             partner_port,
@@ -362,35 +459,50 @@ impl Session {
         hosts: &[IpAddr],
         portal_port: u16,
         policy: RetryPolicy,
+        on_event: impl FnMut(JoinEvent),
+    ) -> Result<Session, JoinError> {
+        Session::join_any_with_wire(hosts, portal_port, policy, Wire::Line, on_event)
+    }
+
+    /// [`join_any`](Self::join_any) on `wire`: the portal's answer, the
+    /// handshake and the whole session are messages of `wire`.
+    pub fn join_any_with_wire(
+        hosts: &[IpAddr],
+        portal_port: u16,
+        policy: RetryPolicy,
+        wire: Wire,
         mut on_event: impl FnMut(JoinEvent),
     ) -> Result<Session, JoinError> {
-        let (assignment, portal_host) = obtain_port_any(hosts, portal_port, policy, |attempt| {
-            on_event(JoinEvent::Full { attempt })
-        })?;
-        match Session::handshake_any(&portal_first(hosts, portal_host), &assignment) {
+        let obtain = |on_event: &mut dyn FnMut(JoinEvent)| {
+            obtain_port_any(hosts, portal_port, wire, policy, |attempt| {
+                on_event(JoinEvent::Full { attempt })
+            })
+        };
+        let (assignment, portal_host) = obtain(&mut on_event)?;
+        match Session::handshake_any(&portal_first(hosts, portal_host), &assignment, wire) {
             Err(JoinError::Refused) => {
                 on_event(JoinEvent::Refused {
                     port: assignment.port,
                 });
-                let (assignment, portal_host) =
-                    obtain_port_any(hosts, portal_port, policy, |attempt| {
-                        on_event(JoinEvent::Full { attempt })
-                    })?;
-                Session::handshake_any(&portal_first(hosts, portal_host), &assignment)
+                let (assignment, portal_host) = obtain(&mut on_event)?;
+                Session::handshake_any(&portal_first(hosts, portal_host), &assignment, wire)
             }
             result => result,
         }
     }
 
-    /// Sends one line; the newline is added.
-    pub fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let mut framed = Vec::with_capacity(line.len() + 1);
-        framed.extend_from_slice(line);
-        framed.push(b'\n');
-        self.writer.write_all(&framed)
+    /// The wire this session speaks.
+    pub fn wire(&self) -> Wire {
+        self.wire
     }
 
-    /// The next line from the server; `None` once the server has closed.
+    /// Sends one chat line as one message of the session's wire: on the
+    /// line wire, the line and a newline.
+    pub fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
+        send(&mut self.writer, self.wire, line)
+    }
+
+    /// The next message from the server; `None` once the server has closed.
     pub fn next_message(&mut self) -> io::Result<Option<Message>> {
         self.reader.next_message()
     }
@@ -419,6 +531,7 @@ impl Session {
             self.reader,
             SessionWriter {
                 stream: self.writer,
+                wire: self.wire,
             },
         )
     }
@@ -426,35 +539,27 @@ impl Session {
 
 /// The receiving half of a [`Session`].
 pub struct SessionReader {
-    inner: BufReader<TcpStream>,
+    inner: MessageReader,
 }
 
 impl SessionReader {
-    /// The next line from the server; `None` once the server has closed.
+    /// The next message from the server; `None` once the server has closed.
     pub fn next_message(&mut self) -> io::Result<Option<Message>> {
-        let mut line = Vec::new();
-        if self.inner.read_until(b'\n', &mut line)? == 0 {
-            return Ok(None);
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        Ok(Some(Message::from_line(line)))
+        Ok(self.inner.next_text()?.map(Message::from_text))
     }
 }
 
 /// The sending half of a [`Session`].
 pub struct SessionWriter {
     stream: TcpStream,
+    wire: Wire,
 }
 
 impl SessionWriter {
-    /// Sends one line; the newline is added.
+    /// Sends one chat line as one message of the session's wire: on the
+    /// line wire, the line and a newline.
     pub fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let mut framed = Vec::with_capacity(line.len() + 1);
-        framed.extend_from_slice(line);
-        framed.push(b'\n');
-        self.stream.write_all(&framed)
+        send(&mut self.stream, self.wire, line)
     }
 
     /// Sends `CLIENT>>> TERMINATE`.
@@ -486,15 +591,92 @@ fn parse_partner_status(port: u16, line: &str) -> Option<(u16, bool)> {
     Some((partner.parse().ok()?, true))
 }
 
-fn read_text_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
+/// Sends `text` to `stream` as one message of `wire`, in one write.
+///
+/// On the dotnet wire a text longer than a .NET string can be is refused
+/// (`InvalidInput`), as no reader could take it; nothing is sent.
+fn send(stream: &mut TcpStream, wire: Wire, text: &[u8]) -> io::Result<()> {
+    let longest = match wire {
+        Wire::Line => usize::MAX,
+        Wire::Dotnet => DotnetCodec::MAX_TEXT,
+    };
+    if text.len() > longest {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a {wire} message holds at most {longest} bytes"),
+        ));
     }
-    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
-    Ok(Some(
-        trimmed.strip_suffix('\r').unwrap_or(trimmed).to_string(),
-    ))
+    let mut framed = Vec::new();
+    wire.encode(text, &mut framed);
+    stream.write_all(&framed)
+}
+
+/// How much is read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The messages arriving on one socket, cut out by `wire`'s codec.
+struct MessageReader {
+    stream: TcpStream,
+    wire: Wire,
+    /// What has arrived and is not yet handed out. It outlives each call,
+    /// so bytes read past one message (the partner's first line, right
+    /// after the handshake's answers) wait for the next.
+    inbox: Inbox,
+}
+
+impl MessageReader {
+    fn new(stream: TcpStream, wire: Wire) -> MessageReader {
+        MessageReader {
+            stream,
+            wire,
+            inbox: Inbox::new(),
+        }
+    }
+
+    /// The text of the next message; `None` once the stream has ended. On
+    /// the line wire, a last line without its newline is a message; on the
+    /// dotnet wire, half a message is not.
+    ///
+    /// A message over [`MAX_INCOMING`] bytes, or one this wire cannot
+    /// frame, is an `InvalidData` error. So is a read timeout's error, after
+    /// which the bytes of a partial message are kept for the next call.
+    fn next_text(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut chunk = [0; READ_CHUNK];
+        loop {
+            let text = self
+                .inbox
+                .next_message(&self.wire, MAX_INCOMING)
+                .map_err(|e| self.undecodable(e))?;
+            if let Some((text, _)) = text {
+                return Ok(Some(self.take(text)));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    let last = self.inbox.take_final(&self.wire);
+                    return Ok(last.map(|(text, _)| self.take(text)));
+                }
+                Ok(n) => self.inbox.extend(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A copy of a message's text, and the memory of an inbox left empty
+    /// given back, so a quiet session holds no buffer.
+    fn take(&mut self, text: Range<usize>) -> Vec<u8> {
+        let text = self.inbox.get(text).to_vec();
+        self.inbox.shrink_if_empty();
+        text
+    }
+
+    fn undecodable(&self, e: DecodeError) -> io::Error {
+        let why = match e {
+            DecodeError::TooLong => format!("a message over {MAX_INCOMING} bytes"),
+            DecodeError::Malformed => format!("bytes that are not a {} message", self.wire),
+        };
+        io::Error::new(io::ErrorKind::InvalidData, format!("the server sent {why}"))
+    }
 }
 
 #[cfg(test)]
@@ -522,6 +704,145 @@ mod tests {
             "hello",
         ] {
             assert_eq!(parse_portal_reply(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_original_servers_spellings_count_on_the_dotnet_wire_only() {
+        let decimal = Some(PortalAnswer::Assigned(Assignment {
+            port: 50003,
+            code: "0482913".into(),
+        }));
+        for wire in Wire::ALL {
+            // A decimal passcode (a leading zero kept) is a passcode on both.
+            assert_eq!(
+                parse_portal_reply_with_wire("SERVER>>>Port=>50003,HandshakeCode=0482913", wire),
+                decimal,
+                "{wire}"
+            );
+            assert_eq!(
+                parse_portal_reply_with_wire("SERVER>>>full", wire),
+                Some(PortalAnswer::Full),
+                "{wire}"
+            );
+            for bad in ["SERVER>>> full", "SERVER>>>FULL", "SERVER>>> FULL "] {
+                assert_eq!(
+                    parse_portal_reply_with_wire(bad, wire),
+                    None,
+                    "{wire} {bad}"
+                );
+            }
+            let timeout = Message::from_text(b"SERVER>>> TIMEOUT".to_vec());
+            assert!(timeout.is_timeout_with_wire(wire), "{wire}");
+            for not in [
+                &b"SERVER>>> IDLE TIMEOUT "[..],
+                b"IDLE TIMEOUT",
+                b"SERVER>>> IDLE",
+            ] {
+                let message = Message::from_text(not.to_vec());
+                assert!(!message.is_timeout_with_wire(wire), "{wire} {not:?}");
+            }
+        }
+        assert_eq!(
+            parse_portal_reply_with_wire("SERVER>>> FULL", Wire::Dotnet),
+            Some(PortalAnswer::Full)
+        );
+        assert_eq!(
+            parse_portal_reply_with_wire("SERVER>>> FULL", Wire::Line),
+            None
+        );
+        assert_eq!(parse_portal_reply("SERVER>>> FULL"), None);
+        let idle = Message::from_text(b"SERVER>>> IDLE TIMEOUT".to_vec());
+        assert!(idle.is_timeout_with_wire(Wire::Dotnet));
+        assert!(!idle.is_timeout_with_wire(Wire::Line) && !idle.is_timeout());
+        // A partner cannot pose as the server: its text is a chat message.
+        assert!(
+            !Message::Chat(b"SERVER>>> IDLE TIMEOUT".to_vec()).is_timeout_with_wire(Wire::Dotnet)
+        );
+    }
+
+    /// A connected pair of sockets on loopback: (client side, server side).
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+        (client, server)
+    }
+
+    /// Every message `server_bytes` holds, read by a client on `wire`, with
+    /// the bytes written one at a time; then what the end of stream gives.
+    fn read_all(wire: Wire, server_bytes: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        let (client, mut server) = socket_pair();
+        server.set_nodelay(true).unwrap();
+        let bytes = server_bytes.to_vec();
+        let writer = std::thread::spawn(move || {
+            for byte in bytes {
+                // The reader may have stopped at an error and closed.
+                if server.write_all(&[byte]).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut reader = MessageReader::new(client, wire);
+        let mut texts = Vec::new();
+        let result = loop {
+            match reader.next_text() {
+                Ok(Some(text)) => texts.push(text),
+                Ok(None) => break Ok(texts),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(reader);
+        writer.join().unwrap();
+        result
+    }
+
+    #[test]
+    fn messages_are_read_through_the_wires_codec_in_any_split() {
+        assert_eq!(
+            read_all(Wire::Line, b"one\r\ntwo\n\nlast").unwrap(),
+            [&b"one"[..], b"two", b"", b"last"]
+        );
+        let dotnet = b"\x03one\x06a\nb\rc\r\x00\x05ha";
+        assert_eq!(
+            read_all(Wire::Dotnet, dotnet).unwrap(),
+            [&b"one"[..], b"a\nb\rc\r", b""],
+            "half a message at the end is not one"
+        );
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_an_error_as_soon_as_it_shows() {
+        // 2 GiB announced in 5 bytes: refused at the prefix, nothing waited for.
+        let e = read_all(Wire::Dotnet, b"\x01x\xff\xff\xff\xff\x07").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            e.to_string(),
+            format!("the server sent a message over {MAX_INCOMING} bytes")
+        );
+        let e = read_all(Wire::Dotnet, &[0x80; 5]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the server sent bytes that are not a dotnet message"
+        );
+    }
+
+    #[test]
+    fn a_message_is_framed_by_the_wire_in_one_write() {
+        for (wire, text, framed) in [
+            (Wire::Line, &b"hi"[..], &b"hi\n"[..]),
+            (Wire::Line, b"", b"\n"),
+            (Wire::Dotnet, b"hi", b"\x02hi"),
+            (Wire::Dotnet, b"a\nb\r", b"\x04a\nb\r"),
+            (Wire::Dotnet, b"", b"\x00"),
+        ] {
+            let (mut client, mut server) = socket_pair();
+            send(&mut client, wire, text).unwrap();
+            drop(client);
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).unwrap();
+            assert_eq!(got, framed, "{wire} {text:?}");
         }
     }
 
@@ -605,13 +926,13 @@ mod tests {
     #[test]
     fn lines_are_sorted_into_chat_and_notices() {
         assert_eq!(
-            Message::from_line(b"hi".to_vec()),
+            Message::from_text(b"hi".to_vec()),
             Message::Chat(b"hi".to_vec())
         );
-        let timeout = Message::from_line(b"SERVER>>> TIMEOUT".to_vec());
+        let timeout = Message::from_text(b"SERVER>>> TIMEOUT".to_vec());
         assert!(timeout.is_timeout());
-        assert!(!Message::from_line(b"SERVER50001>>> Partner 50002 left".to_vec()).is_timeout());
-        let shutdown = Message::from_line(b"SERVER>>> Server shutting down".to_vec());
+        assert!(!Message::from_text(b"SERVER50001>>> Partner 50002 left".to_vec()).is_timeout());
+        let shutdown = Message::from_text(b"SERVER>>> Server shutting down".to_vec());
         assert!(shutdown.is_shutdown() && !shutdown.is_timeout());
         assert!(!timeout.is_shutdown());
     }

@@ -5,6 +5,10 @@
 //! into channels, so each test waits for the line it expects (with a time
 //! limit) instead of sleeping. Where the other side of a chat is easier to
 //! drive from the test itself, it is a library [`Session`].
+//!
+//! With `--wire dotnet` the same client talks to `chat-server --wire dotnet`
+//! and to a stand-in for the original C# server, written here: a listener
+//! that frames its few messages by hand, as .NET's `BinaryWriter` does.
 
 mod common;
 
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use portal_chat::client::{Message, RetryPolicy, Session};
+use portal_chat::wire::Wire;
 
 /// The longest wait for any one expected thing. Everything here happens in
 /// milliseconds on loopback, or 2 s for a full portal's retry; the margin is
@@ -169,6 +174,17 @@ fn chat(text: &str) -> Message {
     Message::Chat(text.as_bytes().to_vec())
 }
 
+/// Joins `server`, which speaks `wire`, through the library, failing at
+/// once if it is full.
+fn join_on(server: &TestServer, wire: Wire) -> Session {
+    let policy = RetryPolicy {
+        retries: Some(0),
+        delay: Duration::ZERO,
+    };
+    Session::join_any_with_wire(&[server.host()], server.portal.port(), policy, wire, |_| {})
+        .expect("join")
+}
+
 /// Worker ports 1 and 2 of `server`, the first pair.
 fn first_pair(server: &TestServer) -> (u16, u16) {
     (server.workers[0].port(), server.workers[1].port())
@@ -192,6 +208,11 @@ fn help_lists_every_exit_status() {
         .collect();
     let expected: Vec<String> = (0..=7).map(|code| format!("  {code}  ")).collect();
     assert_eq!(status_lines, expected);
+    assert!(
+        help.stdout
+            .iter()
+            .any(|line| line == "  --wire line|dotnet")
+    );
 }
 
 #[test]
@@ -235,6 +256,18 @@ fn bad_flags_are_one_line_errors_with_status_2() {
         (
             &["--retries", "x"],
             "chat-client: invalid value \"x\" for --retries: not a whole number",
+        ),
+        (
+            &["--wire", "json"],
+            r#"chat-client: invalid value "json" for --wire: expected "line" or "dotnet""#,
+        ),
+        (
+            &["--wire", "--bogus"],
+            "chat-client: unknown option --bogus (see --help)",
+        ),
+        (
+            &["--wire", "dotnet", "--bogus"],
+            "chat-client: unknown option --bogus (see --help)",
         ),
     ] {
         assert_eq!(
@@ -721,14 +754,18 @@ fn the_library_joins_at_the_first_address_that_accepts() {
 
 #[test]
 fn timeouts_end_the_session_with_status_6() {
-    for (flags, notice) in [
-        (["--idle-timeout", "0.5"], "SERVER>>> TIMEOUT"),
-        (["--session-limit", "0.5"], "SERVER>>> TOTAL TIME TIMEOUT"),
-    ] {
+    for (wire, (flag, notice)) in Wire::ALL.into_iter().flat_map(|wire| {
+        [
+            ("--idle-timeout", "SERVER>>> TIMEOUT"),
+            ("--session-limit", "SERVER>>> TOTAL TIME TIMEOUT"),
+        ]
+        .map(|case| (wire, case))
+    }) {
+        let flags = [flag, "0.5", "--wire", wire.name()];
         let server = TestServer::start(&flags);
         let (p1, p2) = first_pair(&server);
         // Stdin stays open and silent: the server's deadline ends it.
-        let client = Client::of(&server);
+        let client = Client::start(server.portal.port(), &flags[2..], Stdio::piped());
         assert_eq!(
             client.finish(),
             Finished {
@@ -1078,10 +1115,21 @@ fn terminal_chat(
     server_args: &[&str],
     client_args: &[&str],
 ) -> (TestServer, Session, TermClient, u16, u16) {
-    let server = TestServer::start(server_args);
+    terminal_chat_on(Wire::Line, server_args, client_args)
+}
+
+/// [`terminal_chat`] with the server, the partner and the client all on
+/// `wire`.
+fn terminal_chat_on(
+    wire: Wire,
+    server_args: &[&str],
+    client_args: &[&str],
+) -> (TestServer, Session, TermClient, u16, u16) {
+    let on_wire = ["--wire", wire.name()];
+    let server = TestServer::start(&[server_args, &on_wire].concat());
     let (p1, p2) = first_pair(&server);
-    let mut partner = server.join();
-    let client = TermClient::start(server.portal.port(), client_args);
+    let mut partner = join_on(&server, wire);
+    let client = TermClient::start(server.portal.port(), &[client_args, &on_wire].concat());
     client.wait_for_row(
         "chat-client: press Enter to send a line; /help lists the commands, /quit leaves",
     );
@@ -1171,6 +1219,50 @@ fn in_a_terminal_a_partner_cannot_drive_the_screen() {
         assert!((0..text.len() as u16).all(|col| screen.cell(row as u16, col).unwrap().bold()));
         let padded = rows.iter().position(|row| row.ends_with(forged)).unwrap();
         assert!(!screen.cell(padded as u16, 0).unwrap().bold());
+    });
+    client.press(&format!("/quit{ENTER}"));
+    assert_eq!(client.finish(), Some(0));
+}
+
+#[test]
+fn in_a_terminal_a_dotnet_partners_line_ends_are_shown_on_one_row() {
+    // The dotnet wire passes `\r` and `\n` on inside a message, so here a
+    // partner can send what the line wire refuses: a carriage return to go
+    // back over the label, and a newline to start a row of its own.
+    let (_server, mut partner, mut client, p1, _) = terminal_chat_on(Wire::Dotnet, &[], &[]);
+    let forged = "SERVER50003>>> Partner 50004 left";
+    let hostile: [(String, String); 3] = [
+        (format!("x\r{forged}"), format!("x^M{forged}")),
+        (
+            format!("one\n[24:00:00] {forged}"),
+            format!("one^J[24:00:00] {forged}"),
+        ),
+        ("\r\n\x1b[31m".into(), "^M^J^[[31m".into()),
+    ];
+    for (raw, _) in &hostile {
+        partner.send_line(raw.as_bytes()).unwrap();
+    }
+    for (_, shown) in &hostile {
+        client.wait_for_partner_line(p1, shown);
+    }
+    client.output(|output| {
+        // No row begins with the forged label or notice: each stayed inside
+        // the partner's own row, after its label (an hour of 24 is no
+        // real label's).
+        assert!(
+            !rows(output)
+                .iter()
+                .any(|row| row.trim_start().starts_with("[24:00:00]")
+                    || row.trim_start().starts_with("SERVER")),
+            "{:?}",
+            rows(output)
+        );
+        for raw in [&b"\x1b[31m"[..], b"\rSERVER", b"one\n"] {
+            assert!(
+                !output.bytes.windows(raw.len()).any(|w| w == raw),
+                "{raw:?} written raw"
+            );
+        }
     });
     client.press(&format!("/quit{ENTER}"));
     assert_eq!(client.finish(), Some(0));
@@ -1332,20 +1424,7 @@ fn in_a_pipe_a_partner_line_arrives_byte_for_byte() {
     for line in lines {
         partner.send_line(line).unwrap();
     }
-    let mut stdout = child.stdout.take().unwrap();
-    let (got_tx, got) = mpsc::channel();
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let mut buffer = [0; 4096];
-        while let Ok(n @ 1..) = stdout.read(&mut buffer) {
-            bytes.extend_from_slice(&buffer[..n]);
-            if bytes.ends_with(b"\nend\n") {
-                break;
-            }
-        }
-        let _ = got_tx.send(bytes);
-    });
-    let bytes = got.recv_timeout(LIMIT).expect("every line in time");
+    let bytes = bytes_until(child.stdout.take().unwrap(), b"\nend\n");
     let expected: Vec<u8> = lines
         .iter()
         .flat_map(|line| line.iter().copied().chain([b'\n']))
@@ -1353,4 +1432,191 @@ fn in_a_pipe_a_partner_line_arrives_byte_for_byte() {
     assert_eq!(bytes, expected);
     drop(child.stdin.take());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Everything `pipe` gives until it ends with `end`, waiting at most
+/// [`LIMIT`].
+fn bytes_until(mut pipe: impl Read + Send + 'static, end: &'static [u8]) -> Vec<u8> {
+    let (got_tx, got) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let mut buffer = [0; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+            bytes.extend_from_slice(&buffer[..n]);
+            if bytes.ends_with(end) {
+                break;
+            }
+        }
+        let _ = got_tx.send(bytes);
+    });
+    got.recv_timeout(LIMIT).expect("every line in time")
+}
+
+// ---------------------------------------------------------------------------
+// The dotnet wire: `chat-server --wire dotnet`, and the original server.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn on_the_dotnet_wire_a_partners_message_arrives_byte_for_byte_in_a_pipe() {
+    // Room for the 256-byte message below, and for the client's check.
+    let max_line = ["--max-line", "300"];
+    let server = TestServer::start(&["--wire", "dotnet", max_line[0], max_line[1]]);
+    let (p1, p2) = first_pair(&server);
+    let mut partner = join_on(&server, Wire::Dotnet);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
+        .args([
+            "--port",
+            &server.portal.port().to_string(),
+            "--wire",
+            "dotnet",
+        ])
+        .args(max_line)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let expect_stderr = |line: String| assert_eq!(next_line(&stderr), Some(line), "stderr");
+    expect_stderr(format!(
+        "chat-client: connected on port {p2}; partner {p1} is here"
+    ));
+    assert_eq!(
+        next_message(&mut partner),
+        notice(&format!("SERVER{p1}>>> Partner {p2} connected"))
+    );
+    // Every byte, `\r` and `\n` among them, in one message; a bare `\r`
+    // (what the line wire refuses); line ends of every kind; then a last
+    // message to know that all has come.
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let messages: [&[u8]; 6] = [
+        b"bare\rcr",
+        &every_byte,
+        b"two\nlines",
+        b"\r\n",
+        b"",
+        b"end",
+    ];
+    for message in messages {
+        partner.send_line(message).unwrap();
+    }
+    // Each message as it came, then a newline.
+    let bytes = bytes_until(child.stdout.take().unwrap(), b"\nend\n");
+    let expected: Vec<u8> = messages
+        .iter()
+        .flat_map(|message| message.iter().copied().chain([b'\n']))
+        .collect();
+    assert_eq!(bytes, expected);
+
+    // Each line typed is one message, a bare `\r` and all; `--max-line`
+    // counts its bytes (`é` is two).
+    let at_limit = "\u{e9}".repeat(150);
+    let mut stdin = child.stdin.take().unwrap();
+    write!(stdin, "typed\rback\n{at_limit}x\n{at_limit}\n\n").unwrap();
+    drop(stdin);
+    for expected in [chat("typed\rback"), chat(&at_limit), chat("")] {
+        assert_eq!(next_message(&mut partner), expected);
+    }
+    assert_eq!(
+        next_message(&mut partner),
+        notice(&format!("SERVER{p1}>>> Partner {p2} left"))
+    );
+    for line in [
+        "chat-client: line too long (301 bytes; --max-line is 300); not sent".to_string(),
+        format!("SERVER{p2}>>> Bye"),
+        format!("chat-client: left port {p2}"),
+    ] {
+        expect_stderr(line);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// `text` as .NET's `BinaryWriter.Write(string)` writes a string of fewer
+/// than 128 bytes: its length in one byte, then its bytes. Framed by hand,
+/// not by the library, so that the bytes on the wire are what is checked.
+fn dotnet_short(text: &str) -> Vec<u8> {
+    let length = u8::try_from(text.len()).ok().filter(|&n| n < 0x80);
+    let length = length.expect("a one-byte prefix");
+    [&[length][..], text.as_bytes()].concat()
+}
+
+/// Reads one message of fewer than 128 bytes, framed as [`dotnet_short`]
+/// frames it.
+fn read_dotnet_short(stream: &mut impl Read) -> std::io::Result<String> {
+    let mut length = [0];
+    stream.read_exact(&mut length)?;
+    assert!(length[0] < 0x80, "a one-byte prefix: {length:?}");
+    let mut text = vec![0; usize::from(length[0])];
+    stream.read_exact(&mut text)?;
+    Ok(String::from_utf8(text).expect("UTF-8"))
+}
+
+#[test]
+fn on_the_dotnet_wire_the_original_servers_own_answers_are_understood() {
+    // A stand-in for the original C# server: a portal that is full at
+    // first, then hands out a decimal passcode, and a worker port that
+    // takes the handshake, reads one line and times the session out.
+    const CODE: &str = "0482913";
+    // Only shown to the user: nothing connects to it.
+    const PARTNER: u16 = 50002;
+    let portal = TcpListener::bind("127.0.0.1:0").unwrap();
+    let worker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (portal_port, port) = (
+        portal.local_addr().unwrap().port(),
+        worker.local_addr().unwrap().port(),
+    );
+    let portal_thread = thread::spawn(move || {
+        for answer in [
+            "SERVER>>> FULL".to_string(),
+            format!("SERVER>>>Port=>{port},HandshakeCode={CODE}"),
+        ] {
+            let (mut stream, _) = portal.accept().unwrap();
+            stream.write_all(&dotnet_short(&answer)).unwrap();
+        }
+    });
+    let (heard_tx, heard) = mpsc::channel();
+    let worker_thread = thread::spawn(move || {
+        let (mut stream, _) = worker.accept().unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        let handshake = read_dotnet_short(&mut stream).unwrap();
+        heard_tx.send(handshake).unwrap();
+        for notice in [
+            format!("SERVER{port}>>> Connection successful"),
+            format!("SERVER{port}>>> Waiting for partner {PARTNER}"),
+        ] {
+            stream.write_all(&dotnet_short(&notice)).unwrap();
+        }
+        let line = read_dotnet_short(&mut stream).unwrap();
+        heard_tx.send(line).unwrap();
+        // The original's idle timeout: its notice, then the close.
+        stream
+            .write_all(&dotnet_short("SERVER>>> IDLE TIMEOUT"))
+            .unwrap();
+    });
+    let mut client = Client::start(portal_port, &["--wire", "dotnet"], Stdio::piped());
+    client.expect_stderr("chat-client: the server is full (attempt 1); asking again in 2 s");
+    client.expect_stderr(&format!(
+        "chat-client: connected on port {port}; waiting for partner {PARTNER}"
+    ));
+    assert_eq!(
+        heard.recv_timeout(LIMIT).unwrap(),
+        format!("CLIENT{port}>>>HandshakeCode={CODE}")
+    );
+    client.type_text("hello\n");
+    assert_eq!(heard.recv_timeout(LIMIT).unwrap(), "hello");
+    // As with this project's `SERVER>>> TIMEOUT`: status 6, and no
+    // TERMINATE sent to a server that has closed.
+    assert_eq!(
+        client.finish(),
+        Finished {
+            code: Some(6),
+            stdout: vec![],
+            stderr: vec![
+                "SERVER>>> IDLE TIMEOUT".into(),
+                "chat-client: the server ended the session".into(),
+            ],
+        }
+    );
+    portal_thread.join().unwrap();
+    worker_thread.join().unwrap();
 }

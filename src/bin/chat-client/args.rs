@@ -1,5 +1,7 @@
 //! The command line: flags, their defaults and their checks.
 
+use portal_chat::wire::{UnknownWire, Wire};
+
 use crate::DEFAULT_MAX_LINE;
 
 /// What the command line asks for.
@@ -25,15 +27,18 @@ pub struct Options {
     /// The longest line sent, in bytes, without its line ending: the
     /// server's `--max-line`, past which it would end the session.
     pub max_line: usize,
+    /// How messages are framed: the server's `--wire`.
+    pub wire: Wire,
 }
 
 /// The flags [`parse_args`] knows, for telling a missing value from an
 /// unknown flag.
-const FLAGS: [&str; 7] = [
+const FLAGS: [&str; 8] = [
     "--host",
     "--port",
     "--retries",
     "--max-line",
+    "--wire",
     "-h",
     "--help",
     "--version",
@@ -52,6 +57,7 @@ where
         port: 50000,
         retries: None,
         max_line: DEFAULT_MAX_LINE,
+        wire: Wire::Line,
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
@@ -89,6 +95,12 @@ where
                     }
                     Ok(bytes) => bytes,
                 };
+            }
+            Long("wire") => {
+                let value = flag_value(&mut parser, "--wire")?;
+                options.wire = value
+                    .parse()
+                    .map_err(|e: UnknownWire| invalid(&value, "--wire", &e.to_string()))?;
             }
             Long(name) => return Err(unknown(&format!("--{name}"))),
             Short(c) => return Err(unknown(&format!("-{c}"))),
@@ -172,6 +184,7 @@ mod tests {
                 port: 50000,
                 retries: None,
                 max_line: 8192,
+                wire: Wire::Line,
             }
         );
     }
@@ -186,7 +199,9 @@ mod tests {
                 "6000",
                 "--retries=3",
                 "--max-line",
-                "100"
+                "100",
+                "--wire",
+                "dotnet"
             ])
             .unwrap(),
             Options {
@@ -194,8 +209,10 @@ mod tests {
                 port: 6000,
                 retries: Some(3),
                 max_line: 100,
+                wire: Wire::Dotnet,
             }
         );
+        assert_eq!(options(&["--wire=line"]).unwrap().wire, Wire::Line);
         assert_eq!(parse_args(["--version"]).unwrap(), Command::Version);
         assert_eq!(parse_args(["-h"]).unwrap(), Command::Help);
         assert_eq!(
@@ -215,6 +232,9 @@ mod tests {
             &["--host", ""],
             &["--max-line", "0"],
             &["--max-line", "x"],
+            &["--wire", "x"],
+            &["--wire", "Dotnet"],
+            &["--wire"],
             &["--frobnicate"],
             &["-x"],
             &["stray"],
@@ -227,10 +247,16 @@ mod tests {
     #[test]
     fn an_unknown_flag_is_unknown_wherever_it_stands() {
         let unknown = Err("unknown option --bogus (see --help)".to_string());
-        for flag in ["--host", "--port", "--retries", "--max-line"] {
+        for (flag, good) in [
+            ("--host", "1"),
+            ("--port", "1"),
+            ("--retries", "1"),
+            ("--max-line", "1"),
+            ("--wire", "dotnet"),
+        ] {
             // Last, first, and where a value is expected.
-            assert_eq!(options(&[flag, "1", "--bogus"]), unknown, "{flag}");
-            assert_eq!(options(&["--bogus", flag, "1"]), unknown, "{flag}");
+            assert_eq!(options(&[flag, good, "--bogus"]), unknown, "{flag}");
+            assert_eq!(options(&["--bogus", flag, good]), unknown, "{flag}");
             assert_eq!(options(&[flag, "--bogus"]), unknown, "{flag}");
             assert_eq!(options(&[flag, "--bogus=1"]), unknown, "{flag}");
             // A known flag where a value is expected: the value is missing.
@@ -251,6 +277,10 @@ mod tests {
         assert_eq!(
             options(&["--retries", "-1"]),
             Err("invalid value \"-1\" for --retries: not a whole number".to_string())
+        );
+        assert_eq!(
+            options(&["--wire", "net"]),
+            Err(r#"invalid value "net" for --wire: expected "line" or "dotnet""#.to_string())
         );
     }
 }

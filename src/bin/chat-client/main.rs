@@ -8,7 +8,7 @@
 //!
 //! - the **stdin thread** reads the user's lines (in a terminal, the line
 //!   editor's thread does, see [`editor`]);
-//! - the **server thread** reads the server's lines;
+//! - the **server thread** reads the server's messages;
 //! - the **signal thread** waits for Ctrl-C (SIGINT), and in the line editor
 //!   for SIGTERM too.
 //!
@@ -18,6 +18,14 @@
 //! read is the simplest way to read stdin whether it is a terminal, a pipe or
 //! a file (epoll refuses regular files), and a client has only three things to
 //! wait for.
+//!
+//! # Wires
+//!
+//! `--wire` picks how messages are framed, as the server's own `--wire`
+//! does: `line` (the default) or `dotnet`. The library frames them
+//! ([`Session::join_any_with_wire`]); here, a line typed is one message
+//! whatever the wire, and a message from the partner is shown as one line
+//! (see [`screen`] for one that holds a newline).
 //!
 //! # Pipes and terminals
 //!
@@ -55,6 +63,7 @@ use portal_chat::client::{
     self, FULL_RETRY_DELAY, JoinError, JoinEvent, Message, RetryPolicy, Session, SessionReader,
     SessionWriter,
 };
+use portal_chat::wire::Wire;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use args::{Command, Options, parse_args};
@@ -74,8 +83,8 @@ chat-client:) go to standard error.
 
 In a terminal, lines are edited with a prompt and history, /help lists the
 commands, and what the partner sends is shown with its control characters
-made visible (^M, ^[, \\xNN), labelled with the time and the partner's port.
-With pipes and files every byte is passed on as it is.
+made visible (^M, ^J, ^[, \\xNN), labelled with the time and the partner's
+port. With pipes and files every byte is passed on as it is.
 
 Options:
   --host HOST    server address or name; every address of a
@@ -87,6 +96,11 @@ Options:
                  the server's --max-line: a longer line is
                  not sent (the server would end the
                  session), and the client says so           [8192]
+  --wire line|dotnet
+                 the server's --wire: lines, or .NET's
+                 length-prefixed strings (each line typed
+                 is one message; the original C# server's
+                 FULL and IDLE TIMEOUT are understood)      [line]
   -h, --help     print this help
   --version      print the version
 
@@ -167,7 +181,7 @@ enum Event {
     InputEnded(Option<io::Error>),
     /// Ctrl-C (or SIGTERM, in the line editor).
     Interrupted,
-    /// A line from the server.
+    /// A message from the server.
     FromServer(Message),
     /// The server closed the connection, or it failed with the error.
     ServerClosed(Option<io::Error>),
@@ -261,6 +275,7 @@ fn run(options: &Options) -> Exit {
         screen,
         port,
         max_line: options.max_line,
+        wire: options.wire,
         input,
     }
     .run()
@@ -295,7 +310,8 @@ fn join(hosts: &[IpAddr], options: &Options) -> Result<Session, Exit> {
              asking the portal again"
         )),
     };
-    Session::join_any(hosts, options.port, policy, on_event).map_err(|e| match e {
+    let joined = Session::join_any_with_wire(hosts, options.port, policy, options.wire, on_event);
+    joined.map_err(|e| match e {
         JoinError::Full { .. } => {
             say(format!("giving up: {e}"));
             Exit::Full
@@ -344,7 +360,7 @@ fn watch_signal(signal: libc::c_int, events: Sender<Event>) -> io::Result<()> {
     Ok(())
 }
 
-/// Reports each line from the server, then how the connection ended.
+/// Reports each message from the server, then how the connection ended.
 fn read_server(mut reader: SessionReader, events: Sender<Event>) {
     thread::spawn(move || {
         loop {
@@ -372,8 +388,11 @@ struct Chat {
     screen: Screen,
     /// Our port, for the farewell message.
     port: u16,
-    /// The longest line sent ([`Options::max_line`]).
+    /// The longest line sent ([`Options::max_line`]), in bytes: on either
+    /// wire, the length of the message's text.
     max_line: usize,
+    /// The wire, which decides which notices end the session.
+    wire: Wire,
     /// Where the user's lines come from.
     input: Input,
 }
@@ -477,7 +496,7 @@ impl Chat {
                     }
                     // The server closes right after these notices; there is
                     // nothing left to wait for.
-                    if message.is_timeout() {
+                    if message.is_timeout_with_wire(self.wire) {
                         self.screen.say("the server ended the session");
                         return Exit::TimedOut;
                     }
@@ -580,7 +599,7 @@ impl Chat {
         status
     }
 
-    /// Shows a line from the server: a partner's line or a notice.
+    /// Shows a message from the server: a partner's line or a notice.
     fn show(&mut self, message: &Message) -> io::Result<()> {
         match message {
             Message::Chat(line) => self.screen.partner_line(line),

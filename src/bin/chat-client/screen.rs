@@ -13,6 +13,16 @@
 //! ([`wrap`]), so that no row the partner fills begins where a notice or
 //! one of the user's lines would.
 //!
+//! With `--wire dotnet` a partner's message may hold any byte, `\r` and
+//! `\n` included, since its length says where it ends. It is shown by the
+//! same rules as a line: on a terminal `\n` is `^J` and `\r` is `^M`, so one
+//! message is one row (and the rows it wraps onto), never a second row the
+//! partner begins; in a pipe or a file the message is written byte for
+//! byte and then `\n`, as a line is, so a script that reads lines reads a
+//! message holding a `\n` as several. Escaping there would hand scripts
+//! bytes the partner did not send, in the one place where bytes are meant
+//! to pass as they are.
+//!
 //! While the line editor runs, everything meant for the terminal goes
 //! through it ([`Editor::print`]), so that it appears above the prompt and
 //! the user's half-typed line is drawn again below it.
@@ -60,7 +70,8 @@ impl Screen {
         format!("{:>width$}", "you> ", width = label.len())
     }
 
-    /// Prints a partner's line, as it arrives.
+    /// Prints a partner's line (a whole message, on either wire), as it
+    /// arrives.
     pub fn partner_line(&mut self, line: &[u8]) -> io::Result<()> {
         if !self.stdout_is_terminal {
             let mut stdout = io::stdout().lock();
@@ -269,6 +280,11 @@ mod tests {
             (b"\x1b]0;title\x07", "^[]0;title^G"),
             (b"tab\there\0nul\x7fdel", "tab^Ihere^@nul^?del"),
             (b"\x1f\x01", "^_^A"),
+            // A .NET message may hold line ends: they stay on one row.
+            (
+                b"one\ntwo\r\n[12:00:00] SERVER>>> x",
+                "one^Jtwo^M^J[12:00:00] SERVER>>> x",
+            ),
             // C1 controls in UTF-8: CSI (U+009B) and OSC (U+009D).
             (
                 "\u{9b}31m \u{9d}0;t\u{9c}".as_bytes(),
