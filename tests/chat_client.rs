@@ -1323,6 +1323,10 @@ fn in_a_terminal_a_partner_line_is_printed_above_what_the_user_is_typing() {
     });
     client.press(&format!("ne{ENTER}"));
     assert_eq!(next_message(&mut partner), chat("half a line"));
+    // Ctrl-D only once the editor reads again: pressed between two reads,
+    // while the terminal is briefly back in its own mode, the terminal
+    // itself would swallow it.
+    client.wait_for_prompt("");
     client.press(CTRL_D);
     assert_eq!(client.finish(), Some(0));
 }
