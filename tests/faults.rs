@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::{
     Drain, End, Got, IO_LIMIT, Peer, Pump, PumpEnd, PumpPlan, Received, Rng, Sampler, TestServer,
-    ask_portal, connect, cpu_ticks, fd_count, fd_numbers, nofile_limits, nofile_prefix, read_got,
-    rss_kib, settled_fds, tcp_queues, ticks_per_second, wait_every_port_free, wait_until,
+    assign, connect, cpu_ticks, fd_count, fd_numbers, handshake_line, next, nofile_limits,
+    nofile_prefix, notice, read_got, rss_kib, settled_fds, tcp_queues, ticks_per_second,
+    wait_every_port_free, wait_until,
 };
 use portal_chat::client::{PortalAnswer, parse_portal_reply, request_port};
 
@@ -540,14 +541,16 @@ struct Dribble {
     closed_after: Option<Duration>,
 }
 
-/// Sends one byte of `line` every 500 ms (the pace is set by the 500 ms
-/// read timeout) and records what comes back, until the server closes.
+/// How often a slowloris connection sends its next byte.
+const DRIBBLE_PACE: Duration = Duration::from_millis(100);
+
+/// Sends one byte of `line` every [`DRIBBLE_PACE`] (the pace is set by a
+/// read timeout of that length) and records what comes back, until the
+/// server closes. An empty `line` is a connection that says nothing at all.
 fn dribble(addr: SocketAddr, line: Vec<u8>) -> Dribble {
     let began = Instant::now();
     let mut stream = connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    stream.set_read_timeout(Some(DRIBBLE_PACE)).unwrap();
     let mut seen = Dribble {
         port: addr.port(),
         sent: 0,
@@ -580,38 +583,45 @@ fn dribble(addr: SocketAddr, line: Vec<u8>) -> Dribble {
     seen
 }
 
-/// One byte every 500 ms on every worker port, one of them dribbling the
-/// very passcode of a live reservation: each is cut off with the timeout
-/// notice at the 2 s deadline (the trickle does not extend it), a pair chats
-/// meanwhile, and the reservation still works for its holder afterwards.
+/// One byte every 100 ms on every worker port, one of them dribbling the
+/// very passcode of a live reservation, and one more connection that says
+/// nothing at all: each is cut off with the timeout notice at the 1.5 s
+/// deadline (a fractional one; the trickle does not extend it), a pair
+/// chats meanwhile, and the reservation still works for its holder
+/// afterwards.
 #[test]
 fn slowloris_on_every_worker_port_is_closed_at_the_handshake_deadline() {
-    const DEADLINE: Duration = Duration::from_secs(2);
-    let server = TestServer::start(&["--workers", "4", "--handshake-timeout", "2"]);
+    const DEADLINE: Duration = Duration::from_millis(1500);
+    let server = TestServer::start(&[
+        "--workers",
+        "4",
+        "--handshake-timeout",
+        "1.5",
+        "--assign-timeout",
+        "30",
+    ]);
     let (mut a, mut b) = pair(&server);
-    let reserved = match ask_portal(&server) {
-        PortalAnswer::Assigned(assignment) => assignment,
-        PortalAnswer::Full => panic!("fresh server is full"),
-    };
+    let reserved = assign(&server);
     let lorises: Vec<_> = server
         .workers
         .iter()
         .map(|&addr| {
             let port = addr.port();
             let line = if port == reserved.port {
-                format!("CLIENT{port}>>>HandshakeCode={}\n", reserved.code)
+                handshake_line(&reserved)
             } else {
                 format!("CLIENT{port}>>>HandshakeCode=slowly-slowly\n")
             };
             thread::spawn(move || dribble(addr, line.into_bytes()))
         })
         .collect();
+    let silent_at = server.workers[server.workers.len() - 1];
+    let silent = thread::spawn(move || dribble(silent_at, Vec::new()));
 
     // Meanwhile the server serves a pair as usual.
     chat_both_ways(&mut a, &mut b, 0, 20);
 
-    for loris in lorises {
-        let seen = loris.join().unwrap();
+    let cut_off_at_the_deadline = |seen: &Dribble| {
         let port = seen.port;
         println!(
             "slowloris on {port}: {} bytes sent, notice after {:.2?}, closed after {:.2?}",
@@ -621,18 +631,30 @@ fn slowloris_on_every_worker_port_is_closed_at_the_handshake_deadline() {
             String::from_utf8_lossy(&seen.received),
             format!("SERVER{port}>>> Handshake timeout\n")
         );
-        let notice = seen.notice_after.unwrap();
+        let noticed = seen.notice_after.unwrap();
         let closed = seen.closed_after.expect("the server closes");
         assert!(
-            notice >= DEADLINE,
-            "port {port}: cut off early, at {notice:?}"
+            noticed >= DEADLINE,
+            "port {port}: cut off early, at {noticed:?}"
         );
         assert!(
             closed <= DEADLINE + Duration::from_millis(1500),
             "port {port}: still open at {closed:?}, deadline {DEADLINE:?}"
         );
-        assert!(seen.sent >= 3, "port {port}: the trickle kept going");
+    };
+    for loris in lorises {
+        let seen = loris.join().unwrap();
+        cut_off_at_the_deadline(&seen);
+        assert!(
+            seen.sent >= 5,
+            "port {}: the trickle did not run: {} bytes",
+            seen.port,
+            seen.sent
+        );
     }
+    let seen = silent.join().unwrap();
+    cut_off_at_the_deadline(&seen);
+    assert_eq!(seen.sent, 0);
 
     // The reservation the slowloris dribbled at is intact.
     let mut holder = Peer::handshake(server.host(), &reserved).expect("the holder gets in");
@@ -954,9 +976,12 @@ fn a_closing_client_is_closed_at_its_end_of_stream_behind_a_long_backlog() {
 
 fn signal_during_load(signal: &str) {
     const GRACE: Duration = Duration::from_secs(2);
-    let mut server = TestServer::start(&["--workers", "4"]);
+    let mut server = TestServer::start(&["--workers", "6"]);
     let (a, b) = stream_both_ways(pair(&server), [PumpEnd::Nothing; 2]);
     let (c, d) = stream_both_ways(pair(&server), [PumpEnd::Nothing; 2]);
+    // A client alone in its session, on the client library.
+    let mut lone = server.join();
+    assert!(!lone.partner_present);
     // And one client that has not handshaken yet.
     let mut waiting = connect(server.workers[0]).expect("connect");
     let sides = [a, b, c, d];
@@ -981,6 +1006,9 @@ fn signal_during_load(signal: &str) {
         assert!(ended, "port {}: the server never closed", side.port);
         logs.push((side.port, side.drain.join()));
     }
+    assert_eq!(next(&mut lone), notice("SERVER>>> Server shutting down"));
+    assert_eq!(lone.next_message().expect("read to the end"), None);
+    drop(lone);
     let mut rest = Vec::new();
     waiting.read_to_end(&mut rest).expect("read to the end");
     drop(waiting);
@@ -1021,8 +1049,9 @@ fn signal_during_load(signal: &str) {
 }
 
 /// SIGTERM while two pairs stream both ways: every client, including one
-/// still before its handshake, gets the notice as its last, whole line; no
-/// chat line is cut; the server exits 0 within its 2 s grace.
+/// alone in its session and one still before its handshake, gets the notice
+/// as its last, whole line; no chat line is cut; the server exits 0 within
+/// its 2 s grace.
 #[test]
 fn sigterm_during_load_tells_every_client_and_exits_zero() {
     signal_during_load("TERM");
