@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -121,6 +121,13 @@ fn portal_from_log(lines: &Receiver<String>) -> SocketAddr {
 // Command line
 // ---------------------------------------------------------------------------
 
+fn assert_one_line(text: &str, what: &str) {
+    assert!(
+        text.ends_with('\n') && text.lines().count() == 1 && !text.trim().is_empty(),
+        "{what}: expected exactly one line, got {text:?}"
+    );
+}
+
 #[test]
 fn an_unknown_option_is_named_as_unknown_wherever_it_stands() {
     for args in [
@@ -191,6 +198,74 @@ fn bind_takes_a_host_name() {
     let (mut a, mut b) = session_pair(&server);
     a.send_line(b"hello").unwrap();
     assert_eq!(next(&mut b), chat("hello"));
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line_on_stderr() {
+    for args in [
+        &["--workers", "3"][..],
+        &["--workers", "0"],
+        &["--port", "70000"],
+        &["--idle-timeout", "-1"],
+        &["--handshake-timeout", "soon"],
+        &["--tick-ms", "0"],
+        &["--max-line", "x"],
+        &["--bind", "no-such-host.invalid"],
+        &["--max-line", "16777217"],
+        &["--frobnicate"],
+        &["stray"],
+        &["--port"],
+    ] {
+        // `--port 0` first, so a wrongly accepted flag cannot take port 50000.
+        let mut full = vec!["--port", "0"];
+        full.extend_from_slice(args);
+        let output = run_to_end(&full);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_one_line(&stderr, &format!("stderr for {args:?}"));
+        assert!(output.stdout.is_empty(), "{args:?}: printed on stdout");
+    }
+}
+
+#[test]
+fn a_port_in_use_exits_1_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = run_to_end(&["--port", &port, "--workers", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_one_line(&stderr, "stderr");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "the error does not name the address: {stderr:?}"
+    );
+    assert!(output.stdout.is_empty(), "announced despite failing");
+    drop(taken);
+}
+
+#[test]
+fn help_prints_usage_and_exits_0() {
+    for flag in ["--help", "-h"] {
+        let output = run_to_end(&[flag]);
+        assert_eq!(output.status.code(), Some(0));
+        assert!(output.stderr.is_empty());
+        let usage = String::from_utf8(output.stdout).unwrap();
+        assert!(usage.starts_with("Usage: chat-server"), "{usage}");
+        for option in [
+            "--bind",
+            "--port",
+            "--workers",
+            "--assign-timeout",
+            "--handshake-timeout",
+            "--idle-timeout",
+            "--session-limit",
+            "--tick-ms",
+            "--max-line",
+            "--help",
+        ] {
+            assert!(usage.contains(option), "usage lacks {option}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
