@@ -191,6 +191,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use portal_chat::client::{Assignment, PortalAnswer, TERMINATE_LINE, request_port};
+use rand::rngs::StdRng;
+use rand::{Rng as _, RngExt as _, SeedableRng};
 
 /// The longest any single socket read or write in these helpers may block
 /// without progress before it counts as a failure.
@@ -977,32 +979,27 @@ fn drain(
     }
 }
 
-/// A small, seeded pseudo-random generator (xorshift64*), so that garbage
-/// and schedules can be replayed from a printed seed.
-pub struct Rng(u64);
+/// Seeded randomness for garbage and schedules, so that a run can be
+/// replayed from its printed seed: rand's `StdRng`, with the two draws
+/// these tests make.
+pub struct Rng(StdRng);
 
 impl Rng {
     /// A generator from `seed` (any value).
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        Rng(StdRng::seed_from_u64(seed))
     }
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.0.random_range(0..n)
     }
 
     /// `len` random bytes.
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
+        let mut bytes = vec![0; len];
+        self.0.fill_bytes(&mut bytes);
+        bytes
     }
 }
 
