@@ -80,6 +80,33 @@ fn bye(me: u16) -> String {
     format!("SERVER{me}>>> Bye")
 }
 
+/// Every port can be had again, and the server holds the descriptors it
+/// held before the test ([`settled_fds`]).
+fn assert_back_where_it_started(server: &TestServer, idle_fds: usize) {
+    wait_every_port_free(server, SOON).unwrap();
+    let pid = server.pid();
+    assert!(
+        wait_until(SOON, || fd_count(pid) == idle_fds),
+        "descriptors: {} open at the end, {idle_fds} at the start",
+        fd_count(pid)
+    );
+}
+
+/// Starts `from` writing numbered lines of 1000 bytes to its partner,
+/// `lines` of them or until stopped.
+fn pump_kib_lines(from: &Peer, lines: Option<u64>) -> Pump {
+    Pump::start(
+        &from.stream,
+        PumpPlan {
+            from: from.port,
+            to: from.partner,
+            len: |_| 1000,
+            lines,
+            end: PumpEnd::Nothing,
+        },
+    )
+}
+
 fn assert_clean(who: &str, log: &Received) {
     assert!(log.bad.is_empty(), "{who}: damaged chat: {:?}", log.bad);
 }
@@ -207,12 +234,7 @@ fn descriptor_exhaustion_does_not_spin_keeps_pairs_chatting_and_recovers() {
     for session in [a, b, c, d, e, f] {
         terminate(session);
     }
-    wait_every_port_free(&server, SOON).unwrap();
-    assert!(
-        wait_until(SOON, || fd_count(pid) == idle_fds),
-        "descriptors: {} open at the end, {idle_fds} at the start",
-        fd_count(pid)
-    );
+    assert_back_where_it_started(&server, idle_fds);
     println!(
         "fd exhaustion: fds {idle_fds} -> {}; RSS {idle_rss} KiB -> {} KiB",
         fd_count(pid),
@@ -237,16 +259,7 @@ fn a_partner_that_never_reads_costs_bounded_memory_and_loses_nothing() {
 
     let sampler = Sampler::start(pid, Duration::from_millis(5));
 
-    let pump = Pump::start(
-        &a.stream,
-        PumpPlan {
-            from: a.port,
-            to: b.port,
-            len: |_| 1000,
-            lines: Some(LINES),
-            end: PumpEnd::Nothing,
-        },
-    );
+    let pump = pump_kib_lines(&a, Some(LINES));
     // Held back: ten times in a row, a write made no progress for 100 ms.
     assert!(
         pump.wait_for_stalls(10, Duration::from_secs(60)) || pump.is_finished(),
@@ -405,16 +418,7 @@ fn a_sender_held_back_by_a_slow_reader_is_not_timed_out_as_idle() {
     const IDLE: Duration = Duration::from_secs(3);
     let server = TestServer::start(&["--workers", "2", "--idle-timeout", "3"]);
     let (a, b) = Peer::pair(&server);
-    let pump = Pump::start(
-        &a.stream,
-        PumpPlan {
-            from: a.port,
-            to: b.port,
-            len: |_| 1000,
-            lines: None,
-            end: PumpEnd::Nothing,
-        },
-    );
+    let pump = pump_kib_lines(&a, None);
     let a_drain = Drain::start(a.reader, a.port, b.port);
     // The partner reads about 500 KB per beat, far slower than A sends, and
     // speaks every 500 ms, so that it is not idle itself.
@@ -485,20 +489,9 @@ fn a_sender_held_back_by_a_slow_reader_is_not_timed_out_as_idle() {
 fn a_pair_that_only_sends_and_never_reads_is_timed_out() {
     let server = TestServer::start(&["--workers", "2", "--idle-timeout", "2"]);
     let (a, b) = Peer::pair(&server);
-    let pumps: Vec<Pump> = [(&a, &b), (&b, &a)]
+    let pumps: Vec<Pump> = [&a, &b]
         .into_iter()
-        .map(|(from, to)| {
-            Pump::start(
-                &from.stream,
-                PumpPlan {
-                    from: from.port,
-                    to: to.port,
-                    len: |_| 1000,
-                    lines: None,
-                    end: PumpEnd::Nothing,
-                },
-            )
-        })
+        .map(|from| pump_kib_lines(from, None))
         .collect();
     for pump in &pumps {
         assert!(
@@ -1148,7 +1141,6 @@ fn garbage_on_every_port_gets_protocol_answers_and_breaks_nothing() {
     let mut rng = Rng::new(seed);
     println!("garbage: seed {seed:#x}");
     let server = TestServer::start(&["--workers", "4", "--handshake-timeout", "2"]);
-    let pid = server.pid();
     let idle_fds = settled_fds(&server);
     let kinds = garbage_kinds(&mut rng);
 
@@ -1300,12 +1292,7 @@ fn garbage_on_every_port_gets_protocol_answers_and_breaks_nothing() {
     chat_both_ways(&mut a, &mut b, 0, 10);
     terminate(a);
     terminate(b);
-    wait_every_port_free(&server, SOON).unwrap();
-    assert!(
-        wait_until(SOON, || fd_count(pid) == idle_fds),
-        "descriptors: {} open at the end, {idle_fds} at the start",
-        fd_count(pid)
-    );
+    assert_back_where_it_started(&server, idle_fds);
 }
 
 /// `--max-queued-mib` bounds the output queued for all clients together:
@@ -1320,16 +1307,7 @@ fn the_total_queued_for_all_clients_is_bounded() {
     let mut readers = Vec::new();
     for _ in 0..PAIRS {
         let (a, b) = Peer::pair(&server);
-        pumps.push(Pump::start(
-            &a.stream,
-            PumpPlan {
-                from: a.port,
-                to: b.port,
-                len: |_| 1000,
-                lines: None,
-                end: PumpEnd::Nothing,
-            },
-        ));
+        pumps.push(pump_kib_lines(&a, None));
         readers.push((a, b)); // kept open, never read
     }
     for pump in &pumps {

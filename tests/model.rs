@@ -660,7 +660,22 @@ struct Run<'a> {
     stats: &'a mut Stats,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run of `core` against `model` from time 0, counting into `stats`.
+    fn new(core: Core<StdRng>, model: Model, stats: &'a mut Stats) -> Run<'a> {
+        Run {
+            core,
+            model,
+            ledger: Ledger::default(),
+            t0: Instant::now(),
+            now: 0,
+            inbox: HashMap::new(),
+            expected: HashMap::new(),
+            lines_sent: 0,
+            stats,
+        }
+    }
+
     fn at(&self) -> Instant {
         self.t0 + Duration::from_millis(self.now)
     }
@@ -1039,17 +1054,7 @@ fn run_scenario(s: &Scenario, stats: &mut Stats) -> Result<(), TestCaseError> {
         timeouts,
         StdRng::seed_from_u64(s.rng_seed),
     );
-    let mut run = Run {
-        core,
-        model,
-        ledger: Ledger::default(),
-        t0: Instant::now(),
-        now: 0,
-        inbox: HashMap::new(),
-        expected: HashMap::new(),
-        lines_sent: 0,
-        stats,
-    };
+    let mut run = Run::new(core, model, stats);
     run.check_state(&"start")?;
     for op in &s.ops {
         run.step(op)?;
@@ -1143,17 +1148,7 @@ fn the_model_notices_a_divergence() {
         shutdown: false,
     };
     let mut stats = Stats::default();
-    let mut run = Run {
-        core: two_port_core(),
-        model: Model::new(&s),
-        ledger: Ledger::default(),
-        t0: Instant::now(),
-        now: 0,
-        inbox: HashMap::new(),
-        expected: HashMap::new(),
-        lines_sent: 0,
-        stats: &mut stats,
-    };
+    let mut run = Run::new(two_port_core(), Model::new(&s), &mut stats);
     // The core hands out a port the model does not know about.
     let _ = run.core.handle_portal_request(HOME, run.t0);
     assert!(run.check_state(&"a hidden portal request").is_err());

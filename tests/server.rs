@@ -19,16 +19,16 @@ mod common;
 
 use std::io::{BufRead, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
     Got, IO_LIMIT, Peer, TestServer, ask_portal, assign, chat, connect, connect_within,
-    handshake_line, next, notice, session,
+    handshake_line, next, notice, pinger, session,
 };
-use portal_chat::client::{Assignment, PortalAnswer, Session, SessionWriter, parse_portal_reply};
+use portal_chat::client::{Assignment, PortalAnswer, Session, parse_portal_reply};
 
 /// The longest a connect may take. Longer than `IO_LIMIT`: when 400
 /// connections arrive at once the listen backlog overflows and the kernel
@@ -85,30 +85,6 @@ fn assert_refused(server: &TestServer, port: u16, line: &[u8]) {
         "answer on port {port} to {:?}",
         String::from_utf8_lossy(line)
     );
-}
-
-/// Starts a thread that sends `line` every `every` on `writer` until told to
-/// stop or a send fails. Returns the stop flag, a count of lines sent and
-/// the thread.
-fn pinger(
-    mut writer: SessionWriter,
-    line: &'static [u8],
-    every: Duration,
-) -> (Arc<AtomicBool>, Arc<AtomicUsize>, thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let (stop2, sent2) = (stop.clone(), sent.clone());
-    let handle = thread::spawn(move || {
-        // Pacing of the simulated client, not a wait for a condition.
-        while !stop2.load(Ordering::SeqCst) {
-            if writer.send_line(line).is_err() {
-                break;
-            }
-            sent2.fetch_add(1, Ordering::SeqCst);
-            thread::sleep(every);
-        }
-    });
-    (stop, sent, handle)
 }
 
 // ---------------------------------------------------------------------------
@@ -246,8 +222,10 @@ fn idle_client_times_out_even_while_receiving() {
     let busy = server.join();
     assert_eq!((quiet.port, busy.port), (w1, w2));
     expect_partner_joined(&mut quiet, w1, w2);
-    let (mut busy_reader, busy_writer) = busy.split();
-    let (stop, sent, talker) = pinger(busy_writer, b"ping", Duration::from_millis(200));
+    let (mut busy_reader, mut busy_writer) = busy.split();
+    let (stop, sent, talker) = pinger(Duration::from_millis(200), move || {
+        busy_writer.send_line(b"ping")
+    });
 
     // Receiving chat is not activity: only the client's own lines are.
     let mut pings = 0;
@@ -308,8 +286,10 @@ fn session_limit_ends_even_a_busy_session() {
     let started = Instant::now();
     let session = server.join();
     assert_eq!(session.port, w1);
-    let (mut reader, writer) = session.split();
-    let (stop, _sent, talker) = pinger(writer, b"still here", Duration::from_millis(200));
+    let (mut reader, mut writer) = session.split();
+    let (stop, _sent, talker) = pinger(Duration::from_millis(200), move || {
+        writer.send_line(b"still here")
+    });
     let undelivered = notice(format!(
         "SERVER{w1}>>> Not delivered: partner {w2} is not connected"
     ));

@@ -186,7 +186,7 @@ pub fn run_to_end_with<S: AsRef<OsStr>>(prefix: &[S], args: &[&str]) -> Output {
 use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -413,6 +413,25 @@ pub fn chat(text: impl AsRef<[u8]>) -> Message {
 /// A server notice, as the client library reads it.
 pub fn notice(text: impl Into<String>) -> Message {
     Message::Notice(text.into())
+}
+
+/// A simulated client's steady talk: a thread that calls `send` every
+/// `every` until told to stop or a send fails. Returns the stop flag, the
+/// number of sends that succeeded, and the thread.
+pub fn pinger(
+    every: Duration,
+    mut send: impl FnMut() -> io::Result<()> + Send + 'static,
+) -> (Arc<AtomicBool>, Arc<AtomicUsize>, JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (stop2, sent2) = (stop.clone(), sent.clone());
+    let handle = std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) && send().is_ok() {
+            sent2.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(every); // the client's pace, not a wait for a condition
+        }
+    });
+    (stop, sent, handle)
 }
 
 /// Two sessions that are partners; the first has read "partner connected",
