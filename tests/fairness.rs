@@ -23,18 +23,6 @@ use portal_chat::client::PortalAnswer;
 /// How long the pinger pings while the stream runs.
 const PINGING: Duration = Duration::from_secs(10);
 
-/// Joins two partners; both have read every notice of the join.
-fn pair(server: &TestServer) -> (Peer, Peer) {
-    let mut first = Peer::join(server);
-    let second = Peer::join(server);
-    assert!(second.partner_present, "consecutive joins pair up");
-    first.expect(&format!(
-        "SERVER{}>>> Partner {} connected",
-        first.port, first.partner
-    ));
-    (first, second)
-}
-
 /// Starts a writer that sends 64 KiB blocks of chat lines until `stop`, and
 /// a reader on the partner that reads everything as it comes. Returns the
 /// byte count the reader has seen.
@@ -144,8 +132,8 @@ fn a_streaming_pair_does_not_keep_the_loop_from_a_pinging_pair() {
         "--handshake-timeout",
         "1",
     ]);
-    let streamers = pair(&server);
-    let (pinger, echoer) = pair(&server);
+    let streamers = Peer::pair(&server);
+    let (pinger, echoer) = Peer::pair(&server);
     let stop = Arc::new(AtomicBool::new(false));
     let (streamed, streaming) = stream_flat_out(streamers, &stop);
     // Let the stream reach full speed before measuring anything.

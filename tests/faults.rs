@@ -9,6 +9,10 @@
 //! Every socket has a time limit; every wait is for a condition, with a
 //! generous bound, because the machine is shared. Run with `--nocapture` to
 //! see the figures.
+//!
+//! Clients that behave (the pairs that chat beside a fault, a reservation's
+//! holder) are client-library sessions; the clients that are the fault, or
+//! whose bytes and socket buffers are measured, are raw `common::Peer`s.
 
 mod common;
 
@@ -21,42 +25,31 @@ use std::time::{Duration, Instant};
 
 use common::{
     Drain, End, Got, IO_LIMIT, Peer, Pump, PumpEnd, PumpPlan, Received, Rng, Sampler, TestServer,
-    ask_portal, connect, cpu_ticks, fd_count, fd_numbers, nofile_limits, nofile_prefix, read_got,
-    rss_kib, settled_fds, tcp_queues, ticks_per_second, wait_every_port_free, wait_until,
+    assign, connect, cpu_ticks, fd_count, fd_numbers, handshake_line, next, nofile_limits,
+    nofile_prefix, notice, read_got, rss_kib, session, session_pair, settled_fds, tcp_queues,
+    ticks_per_second, wait_every_port_free, wait_until,
 };
-use portal_chat::client::{PortalAnswer, parse_portal_reply, request_port};
+use portal_chat::client::{
+    Message, PortalAnswer, Session, TERMINATE_LINE, parse_portal_reply, request_port,
+};
 
 /// The bound for anything the server should do "soon".
 const SOON: Duration = Duration::from_secs(10);
 
-/// Joins two clients that are partners; the first has read "partner
-/// connected", so both are ready to chat.
-fn pair(server: &TestServer) -> (Peer, Peer) {
-    let mut first = Peer::join(server);
-    let second = Peer::join(server);
-    assert_eq!(second.partner, first.port, "consecutive joins pair up");
-    assert!(second.partner_present);
-    first.expect(&format!(
-        "SERVER{}>>> Partner {} connected",
-        first.port, first.partner
-    ));
-    (first, second)
-}
-
 /// Sends `count` numbered lines each way and checks every one of them.
-fn chat_both_ways(a: &mut Peer, b: &mut Peer, first_seq: u64, count: u64) {
+fn chat_both_ways(a: &mut Session, b: &mut Session, first_seq: u64, count: u64) {
     chat_one_way(a, b, first_seq, count);
     chat_one_way(b, a, first_seq, count);
 }
 
-fn chat_one_way(from: &mut Peer, to: &mut Peer, first_seq: u64, count: u64) {
+fn chat_one_way(from: &mut Session, to: &mut Session, first_seq: u64, count: u64) {
     for seq in first_seq..first_seq + count {
         from.send_line(&common::seq_line(from.port, to.port, seq, 40))
             .expect("send");
     }
     for seq in first_seq..first_seq + count {
-        match to.next() {
-            Ok(Got::Line(line)) => common::check_seq_line(&line, from.port, to.port, seq).unwrap(),
+        match next(to) {
+            Message::Chat(line) => common::check_seq_line(&line, from.port, to.port, seq).unwrap(),
             other => panic!("port {}: expected chat line {seq}, got {other:?}", to.port),
         }
     }
@@ -65,22 +58,15 @@ fn chat_one_way(from: &mut Peer, to: &mut Peer, first_seq: u64, count: u64) {
 /// Ends a session with `CLIENT>>> TERMINATE` and reads until the server
 /// closes; checks that the last line was the server's goodbye and returns
 /// what came before it.
-fn terminate(mut peer: Peer) -> Vec<Got> {
-    peer.send_line(b"CLIENT>>> TERMINATE")
-        .expect("send TERMINATE");
-    let mut rest = Vec::new();
-    loop {
-        match peer.next() {
-            Ok(Got::Eof) => break,
-            Ok(got) => rest.push(got),
-            Err(e) => panic!("port {}: reading until the close: {e}", peer.port),
-        }
-    }
+fn terminate(session: Session) -> Vec<Message> {
+    let port = session.port;
+    let mut rest = session
+        .terminate(SOON)
+        .unwrap_or_else(|e| panic!("port {port}: reading until the close: {e}"));
     assert_eq!(
         rest.pop(),
-        Some(Got::line(&bye(peer.port))),
-        "port {}: the last line before the close",
-        peer.port
+        Some(notice(bye(port))),
+        "port {port}: the last line before the close"
     );
     rest
 }
@@ -92,6 +78,33 @@ fn left(me: u16, partner: u16) -> String {
 /// The server's answer to `CLIENT>>> TERMINATE` on port `me`.
 fn bye(me: u16) -> String {
     format!("SERVER{me}>>> Bye")
+}
+
+/// Every port can be had again, and the server holds the descriptors it
+/// held before the test ([`settled_fds`]).
+fn assert_back_where_it_started(server: &TestServer, idle_fds: usize) {
+    wait_every_port_free(server, SOON).unwrap();
+    let pid = server.pid();
+    assert!(
+        wait_until(SOON, || fd_count(pid) == idle_fds),
+        "descriptors: {} open at the end, {idle_fds} at the start",
+        fd_count(pid)
+    );
+}
+
+/// Starts `from` writing numbered lines of 1000 bytes to its partner,
+/// `lines` of them or until stopped.
+fn pump_kib_lines(from: &Peer, lines: Option<u64>) -> Pump {
+    Pump::start(
+        &from.stream,
+        PumpPlan {
+            from: from.port,
+            to: from.partner,
+            len: |_| 1000,
+            lines,
+            end: PumpEnd::Nothing,
+        },
+    )
 }
 
 fn assert_clean(who: &str, log: &Received) {
@@ -141,8 +154,8 @@ fn descriptor_exhaustion_does_not_spin_keeps_pairs_chatting_and_recovers() {
         .count();
     let ceiling = LIMIT + inherited;
 
-    let (mut a, mut b) = pair(&server);
-    let (mut c, mut d) = pair(&server);
+    let (mut a, mut b) = session_pair(&server);
+    let (mut c, mut d) = session_pair(&server);
     chat_both_ways(&mut a, &mut b, 0, 10);
     chat_both_ways(&mut c, &mut d, 0, 10);
 
@@ -210,22 +223,18 @@ fn descriptor_exhaustion_does_not_spin_keeps_pairs_chatting_and_recovers() {
         "fd exhaustion: the newcomer waited {waited:.2?} in all, answered {answered_after:.2?} \
          after the flood went away"
     );
-    let mut e = Peer::handshake(server.host(), &assignment).expect("handshake after recovery");
-    let mut f = Peer::join(&server);
-    assert_eq!(f.partner, e.port);
-    e.expect(&format!("SERVER{}>>> Partner {} connected", e.port, f.port));
+    let mut e = session(server.host(), &assignment);
+    let mut f = server.join();
+    assert_eq!(f.partner_port, e.port);
+    let joined = format!("SERVER{}>>> Partner {} connected", e.port, f.port);
+    assert_eq!(next(&mut e), notice(joined));
     chat_both_ways(&mut e, &mut f, 0, 10);
     chat_both_ways(&mut a, &mut b, 210, 10);
 
-    for peer in [a, b, c, d, e, f] {
-        terminate(peer);
+    for session in [a, b, c, d, e, f] {
+        terminate(session);
     }
-    wait_every_port_free(&server, SOON).unwrap();
-    assert!(
-        wait_until(SOON, || fd_count(pid) == idle_fds),
-        "descriptors: {} open at the end, {idle_fds} at the start",
-        fd_count(pid)
-    );
+    assert_back_where_it_started(&server, idle_fds);
     println!(
         "fd exhaustion: fds {idle_fds} -> {}; RSS {idle_rss} KiB -> {} KiB",
         fd_count(pid),
@@ -245,21 +254,12 @@ fn a_partner_that_never_reads_costs_bounded_memory_and_loses_nothing() {
     const LINES: u64 = 48 * 1024; // of about 1 KiB: 48 MiB
     let server = TestServer::start(&["--workers", "2"]);
     let pid = server.pid();
-    let (mut a, b) = pair(&server);
+    let (mut a, b) = Peer::pair(&server);
     let rss_before = rss_kib(pid);
 
     let sampler = Sampler::start(pid, Duration::from_millis(5));
 
-    let pump = Pump::start(
-        &a.stream,
-        PumpPlan {
-            from: a.port,
-            to: b.port,
-            len: |_| 1000,
-            lines: Some(LINES),
-            end: PumpEnd::Nothing,
-        },
-    );
+    let pump = pump_kib_lines(&a, Some(LINES));
     // Held back: ten times in a row, a write made no progress for 100 ms.
     assert!(
         pump.wait_for_stalls(10, Duration::from_secs(60)) || pump.is_finished(),
@@ -404,7 +404,9 @@ fn a_client_that_never_reads_its_own_notices_costs_bounded_memory() {
     writer.join().unwrap().expect("the writer finishes");
     let (peak, _) = sampler.stop();
     println!("own notices: peak RSS {peak} KiB");
-    terminate(a);
+    a.send_line(TERMINATE_LINE.as_bytes()).unwrap();
+    a.expect(&bye(a.port));
+    a.expect_eof();
     wait_every_port_free(&server, SOON).unwrap();
 }
 
@@ -415,17 +417,8 @@ fn a_client_that_never_reads_its_own_notices_costs_bounded_memory() {
 fn a_sender_held_back_by_a_slow_reader_is_not_timed_out_as_idle() {
     const IDLE: Duration = Duration::from_secs(3);
     let server = TestServer::start(&["--workers", "2", "--idle-timeout", "3"]);
-    let (a, b) = pair(&server);
-    let pump = Pump::start(
-        &a.stream,
-        PumpPlan {
-            from: a.port,
-            to: b.port,
-            len: |_| 1000,
-            lines: None,
-            end: PumpEnd::Nothing,
-        },
-    );
+    let (a, b) = Peer::pair(&server);
+    let pump = pump_kib_lines(&a, None);
     let a_drain = Drain::start(a.reader, a.port, b.port);
     // The partner reads about 500 KB per beat, far slower than A sends, and
     // speaks every 500 ms, so that it is not idle itself.
@@ -495,21 +488,10 @@ fn a_sender_held_back_by_a_slow_reader_is_not_timed_out_as_idle() {
 #[test]
 fn a_pair_that_only_sends_and_never_reads_is_timed_out() {
     let server = TestServer::start(&["--workers", "2", "--idle-timeout", "2"]);
-    let (a, b) = pair(&server);
-    let pumps: Vec<Pump> = [(&a, &b), (&b, &a)]
+    let (a, b) = Peer::pair(&server);
+    let pumps: Vec<Pump> = [&a, &b]
         .into_iter()
-        .map(|(from, to)| {
-            Pump::start(
-                &from.stream,
-                PumpPlan {
-                    from: from.port,
-                    to: to.port,
-                    len: |_| 1000,
-                    lines: None,
-                    end: PumpEnd::Nothing,
-                },
-            )
-        })
+        .map(|from| pump_kib_lines(from, None))
         .collect();
     for pump in &pumps {
         assert!(
@@ -540,14 +522,16 @@ struct Dribble {
     closed_after: Option<Duration>,
 }
 
-/// Sends one byte of `line` every 500 ms (the pace is set by the 500 ms
-/// read timeout) and records what comes back, until the server closes.
+/// How often a slowloris connection sends its next byte.
+const DRIBBLE_PACE: Duration = Duration::from_millis(100);
+
+/// Sends one byte of `line` every [`DRIBBLE_PACE`] (the pace is set by a
+/// read timeout of that length) and records what comes back, until the
+/// server closes. An empty `line` is a connection that says nothing at all.
 fn dribble(addr: SocketAddr, line: Vec<u8>) -> Dribble {
     let began = Instant::now();
     let mut stream = connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    stream.set_read_timeout(Some(DRIBBLE_PACE)).unwrap();
     let mut seen = Dribble {
         port: addr.port(),
         sent: 0,
@@ -580,38 +564,45 @@ fn dribble(addr: SocketAddr, line: Vec<u8>) -> Dribble {
     seen
 }
 
-/// One byte every 500 ms on every worker port, one of them dribbling the
-/// very passcode of a live reservation: each is cut off with the timeout
-/// notice at the 2 s deadline (the trickle does not extend it), a pair chats
-/// meanwhile, and the reservation still works for its holder afterwards.
+/// One byte every 100 ms on every worker port, one of them dribbling the
+/// very passcode of a live reservation, and one more connection that says
+/// nothing at all: each is cut off with the timeout notice at the 1.5 s
+/// deadline (a fractional one; the trickle does not extend it), a pair
+/// chats meanwhile, and the reservation still works for its holder
+/// afterwards.
 #[test]
 fn slowloris_on_every_worker_port_is_closed_at_the_handshake_deadline() {
-    const DEADLINE: Duration = Duration::from_secs(2);
-    let server = TestServer::start(&["--workers", "4", "--handshake-timeout", "2"]);
-    let (mut a, mut b) = pair(&server);
-    let reserved = match ask_portal(&server) {
-        PortalAnswer::Assigned(assignment) => assignment,
-        PortalAnswer::Full => panic!("fresh server is full"),
-    };
+    const DEADLINE: Duration = Duration::from_millis(1500);
+    let server = TestServer::start(&[
+        "--workers",
+        "4",
+        "--handshake-timeout",
+        "1.5",
+        "--assign-timeout",
+        "30",
+    ]);
+    let (mut a, mut b) = session_pair(&server);
+    let reserved = assign(&server);
     let lorises: Vec<_> = server
         .workers
         .iter()
         .map(|&addr| {
             let port = addr.port();
             let line = if port == reserved.port {
-                format!("CLIENT{port}>>>HandshakeCode={}\n", reserved.code)
+                handshake_line(&reserved)
             } else {
                 format!("CLIENT{port}>>>HandshakeCode=slowly-slowly\n")
             };
             thread::spawn(move || dribble(addr, line.into_bytes()))
         })
         .collect();
+    let silent_at = server.workers[server.workers.len() - 1];
+    let silent = thread::spawn(move || dribble(silent_at, Vec::new()));
 
     // Meanwhile the server serves a pair as usual.
     chat_both_ways(&mut a, &mut b, 0, 20);
 
-    for loris in lorises {
-        let seen = loris.join().unwrap();
+    let cut_off_at_the_deadline = |seen: &Dribble| {
         let port = seen.port;
         println!(
             "slowloris on {port}: {} bytes sent, notice after {:.2?}, closed after {:.2?}",
@@ -621,30 +612,43 @@ fn slowloris_on_every_worker_port_is_closed_at_the_handshake_deadline() {
             String::from_utf8_lossy(&seen.received),
             format!("SERVER{port}>>> Handshake timeout\n")
         );
-        let notice = seen.notice_after.unwrap();
+        let noticed = seen.notice_after.unwrap();
         let closed = seen.closed_after.expect("the server closes");
         assert!(
-            notice >= DEADLINE,
-            "port {port}: cut off early, at {notice:?}"
+            noticed >= DEADLINE,
+            "port {port}: cut off early, at {noticed:?}"
         );
         assert!(
             closed <= DEADLINE + Duration::from_millis(1500),
             "port {port}: still open at {closed:?}, deadline {DEADLINE:?}"
         );
-        assert!(seen.sent >= 3, "port {port}: the trickle kept going");
+    };
+    for loris in lorises {
+        let seen = loris.join().unwrap();
+        cut_off_at_the_deadline(&seen);
+        assert!(
+            seen.sent >= 5,
+            "port {}: the trickle did not run: {} bytes",
+            seen.port,
+            seen.sent
+        );
     }
+    let seen = silent.join().unwrap();
+    cut_off_at_the_deadline(&seen);
+    assert_eq!(seen.sent, 0);
 
     // The reservation the slowloris dribbled at is intact.
-    let mut holder = Peer::handshake(server.host(), &reserved).expect("the holder gets in");
-    let mut partner = Peer::join(&server);
-    assert_eq!(partner.partner, holder.port);
-    holder.expect(&format!(
+    let mut holder = session(server.host(), &reserved);
+    let mut partner = server.join();
+    assert_eq!(partner.partner_port, holder.port);
+    let joined = format!(
         "SERVER{}>>> Partner {} connected",
         holder.port, partner.port
-    ));
+    );
+    assert_eq!(next(&mut holder), notice(joined));
     chat_both_ways(&mut holder, &mut partner, 0, 5);
-    for peer in [a, b, holder, partner] {
-        terminate(peer);
+    for session in [a, b, holder, partner] {
+        terminate(session);
     }
     wait_every_port_free(&server, SOON).unwrap();
 }
@@ -664,7 +668,7 @@ fn half_close_delivers_every_line_before_the_partner_is_told() {
     let cases = [(1000, false), (16 * 1024, true)];
     let mut pairs = Vec::new();
     for (lines, late) in cases {
-        let (writer, reader) = pair(&server);
+        let (writer, reader) = Peer::pair(&server);
         let pump = Pump::start(
             &writer.stream,
             PumpPlan {
@@ -853,8 +857,8 @@ fn survive(side: Side, victim: u16) -> Received {
 fn a_reset_on_either_side_of_a_busy_pair_is_told_and_frees_the_port() {
     let server = TestServer::start(&["--workers", "4"]);
     // The victims' pumps just stop: a TERMINATE would end them gracefully.
-    let (a, b) = stream_both_ways(pair(&server), [PumpEnd::Nothing, PumpEnd::Terminate]);
-    let (c, d) = stream_both_ways(pair(&server), [PumpEnd::Terminate, PumpEnd::Nothing]);
+    let (a, b) = stream_both_ways(Peer::pair(&server), [PumpEnd::Nothing, PumpEnd::Terminate]);
+    let (c, d) = stream_both_ways(Peer::pair(&server), [PumpEnd::Terminate, PumpEnd::Nothing]);
     for side in [&a, &b, &c, &d] {
         assert!(
             side.drain.wait_for(SOON, |r| r.chat >= 100),
@@ -910,7 +914,7 @@ fn a_closing_client_is_closed_at_its_end_of_stream_behind_a_long_backlog() {
     const BACKLOG: u64 = 5 * 64 * 1024;
     let server = TestServer::start(&["--workers", "2"]);
     let pid = server.pid();
-    let (mut a, mut b) = pair(&server);
+    let (mut a, mut b) = Peer::pair(&server);
     let fds_in_session = fd_count(pid);
     let terminated = Instant::now();
     a.send(b"CLIENT>>> TERMINATE\n").unwrap();
@@ -954,9 +958,12 @@ fn a_closing_client_is_closed_at_its_end_of_stream_behind_a_long_backlog() {
 
 fn signal_during_load(signal: &str) {
     const GRACE: Duration = Duration::from_secs(2);
-    let mut server = TestServer::start(&["--workers", "4"]);
-    let (a, b) = stream_both_ways(pair(&server), [PumpEnd::Nothing; 2]);
-    let (c, d) = stream_both_ways(pair(&server), [PumpEnd::Nothing; 2]);
+    let mut server = TestServer::start(&["--workers", "6"]);
+    let (a, b) = stream_both_ways(Peer::pair(&server), [PumpEnd::Nothing; 2]);
+    let (c, d) = stream_both_ways(Peer::pair(&server), [PumpEnd::Nothing; 2]);
+    // A client alone in its session, on the client library.
+    let mut lone = server.join();
+    assert!(!lone.partner_present);
     // And one client that has not handshaken yet.
     let mut waiting = connect(server.workers[0]).expect("connect");
     let sides = [a, b, c, d];
@@ -981,6 +988,9 @@ fn signal_during_load(signal: &str) {
         assert!(ended, "port {}: the server never closed", side.port);
         logs.push((side.port, side.drain.join()));
     }
+    assert_eq!(next(&mut lone), notice("SERVER>>> Server shutting down"));
+    assert_eq!(lone.next_message().expect("read to the end"), None);
+    drop(lone);
     let mut rest = Vec::new();
     waiting.read_to_end(&mut rest).expect("read to the end");
     drop(waiting);
@@ -1021,8 +1031,9 @@ fn signal_during_load(signal: &str) {
 }
 
 /// SIGTERM while two pairs stream both ways: every client, including one
-/// still before its handshake, gets the notice as its last, whole line; no
-/// chat line is cut; the server exits 0 within its 2 s grace.
+/// alone in its session and one still before its handshake, gets the notice
+/// as its last, whole line; no chat line is cut; the server exits 0 within
+/// its 2 s grace.
 #[test]
 fn sigterm_during_load_tells_every_client_and_exits_zero() {
     signal_during_load("TERM");
@@ -1039,7 +1050,7 @@ fn sigquit_during_load_tells_every_client_and_exits_zero() {
 #[test]
 fn sighup_is_ignored_and_sigusr1_logs_the_state() {
     let (mut server, mut log) = TestServer::start_logged(&["--workers", "2"]);
-    let (mut a, mut b) = pair(&server);
+    let (mut a, mut b) = session_pair(&server);
     server.signal("HUP");
     server.signal("USR1");
     let mut state = String::new();
@@ -1130,7 +1141,6 @@ fn garbage_on_every_port_gets_protocol_answers_and_breaks_nothing() {
     let mut rng = Rng::new(seed);
     println!("garbage: seed {seed:#x}");
     let server = TestServer::start(&["--workers", "4", "--handshake-timeout", "2"]);
-    let pid = server.pid();
     let idle_fds = settled_fds(&server);
     let kinds = garbage_kinds(&mut rng);
 
@@ -1278,16 +1288,11 @@ fn garbage_on_every_port_gets_protocol_answers_and_breaks_nothing() {
     drop(peers);
 
     // Still serving, and back where it started.
-    let (mut a, mut b) = pair(&server);
+    let (mut a, mut b) = session_pair(&server);
     chat_both_ways(&mut a, &mut b, 0, 10);
     terminate(a);
     terminate(b);
-    wait_every_port_free(&server, SOON).unwrap();
-    assert!(
-        wait_until(SOON, || fd_count(pid) == idle_fds),
-        "descriptors: {} open at the end, {idle_fds} at the start",
-        fd_count(pid)
-    );
+    assert_back_where_it_started(&server, idle_fds);
 }
 
 /// `--max-queued-mib` bounds the output queued for all clients together:
@@ -1301,17 +1306,8 @@ fn the_total_queued_for_all_clients_is_bounded() {
     let mut pumps = Vec::new();
     let mut readers = Vec::new();
     for _ in 0..PAIRS {
-        let (a, b) = pair(&server);
-        pumps.push(Pump::start(
-            &a.stream,
-            PumpPlan {
-                from: a.port,
-                to: b.port,
-                len: |_| 1000,
-                lines: None,
-                end: PumpEnd::Nothing,
-            },
-        ));
+        let (a, b) = Peer::pair(&server);
+        pumps.push(pump_kib_lines(&a, None));
         readers.push((a, b)); // kept open, never read
     }
     for pump in &pumps {

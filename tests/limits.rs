@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{IO_LIMIT, TestServer};
+use common::{IO_LIMIT, Peer, TestServer, handshake_line};
 use portal_chat::client::{Assignment, PortalAnswer, parse_portal_reply};
 use socket2::{Domain, Socket, Type};
 
@@ -47,15 +47,10 @@ fn ask_portal(from: IpAddr, server: &TestServer) -> PortalAnswer {
     parse_portal_reply(&line).unwrap_or_else(|| panic!("portal answered {line:?}"))
 }
 
-/// Presents the passcode from `from`; returns the session's socket and
-/// whether the server accepted it.
-fn handshake(from: IpAddr, server: &TestServer, a: &Assignment) -> (BufReader<TcpStream>, bool) {
-    let mut stream = connect_from(from, SocketAddr::new(server.host(), a.port));
-    writeln!(stream, "CLIENT{}>>>HandshakeCode={}", a.port, a.code).unwrap();
-    let mut reader = BufReader::new(stream);
-    let answer = read_line(&mut reader);
-    let ok = answer == format!("SERVER{}>>> Connection successful", a.port);
-    (reader, ok)
+/// Presents the passcode from `from`; the session if the server accepted it.
+fn handshake(from: IpAddr, server: &TestServer, a: &Assignment) -> Option<Peer> {
+    let stream = connect_from(from, SocketAddr::new(server.host(), a.port));
+    Peer::handshake_with(stream, a, handshake_line(a).as_bytes()).ok()
 }
 
 #[test]
@@ -70,12 +65,12 @@ fn an_attacker_over_its_limit_is_told_full_and_refused_and_nobody_else_is() {
     let PortalAnswer::Assigned(victims) = ask_portal(VICTIM, &server) else {
         panic!("the victim gets a port")
     };
-    let (_, stolen) = handshake(ATTACKER, &server, &victims);
-    assert!(!stolen, "the attacker took a second port");
-    let (_, ok) = handshake(VICTIM, &server, &victims);
-    assert!(ok, "the reservation survived the attempt");
-    let (_, ok) = handshake(ATTACKER, &server, &first);
-    assert!(ok, "the attacker's own port is still its own");
+    let stolen = handshake(ATTACKER, &server, &victims);
+    assert!(stolen.is_none(), "the attacker took a second port");
+    let ok = handshake(VICTIM, &server, &victims);
+    assert!(ok.is_some(), "the reservation survived the attempt");
+    let ok = handshake(ATTACKER, &server, &first);
+    assert!(ok.is_some(), "the attacker's own port is still its own");
 }
 
 #[test]
@@ -98,11 +93,10 @@ fn an_attacker_polling_the_portal_and_holding_sessions_cannot_keep_a_victim_out(
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     thread::sleep(wait); // the attacker's pace
                 }
-                if let PortalAnswer::Assigned(a) = ask_portal(ATTACKER, &server) {
-                    let (session, ok) = handshake(ATTACKER, &server, &a);
-                    if ok {
-                        sessions.push(session);
-                    }
+                if let PortalAnswer::Assigned(a) = ask_portal(ATTACKER, &server)
+                    && let Some(session) = handshake(ATTACKER, &server, &a)
+                {
+                    sessions.push(session);
                 }
                 answered.fetch_add(1, Ordering::SeqCst);
             }
@@ -115,20 +109,20 @@ fn an_attacker_polling_the_portal_and_holding_sessions_cannot_keep_a_victim_out(
     let mut joins = 0;
     while start.elapsed() < Duration::from_secs(9) {
         let mut attempts = 0;
-        let session = loop {
+        let mut session = loop {
             attempts += 1;
             assert!(attempts <= 2, "join {joins}: the portal said full twice");
             match ask_portal(VICTIM, &server) {
                 PortalAnswer::Assigned(a) => {
-                    let (session, ok) = handshake(VICTIM, &server, &a);
-                    assert!(ok, "join {joins}: the victim's handshake was refused");
-                    break session;
+                    let session = handshake(VICTIM, &server, &a);
+                    break session.unwrap_or_else(|| {
+                        panic!("join {joins}: the victim's handshake was refused")
+                    });
                 }
                 PortalAnswer::Full => thread::sleep(Duration::from_secs(2)), // the client's retry delay
             }
         };
-        let mut stream = session.into_inner();
-        stream.write_all(b"CLIENT>>> TERMINATE\n").unwrap();
+        session.send_line(b"CLIENT>>> TERMINATE").unwrap();
         joins += 1;
     }
     stop.store(true, Ordering::SeqCst);

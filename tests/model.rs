@@ -8,12 +8,12 @@
 //! reference model kept in this file predicts every effect: the portal's
 //! answer, the forward target of every line, every queued action (notice
 //! text, recipient and order, closes) and the state of every port. After
-//! every step the core is compared with the model, and these properties are
-//! checked on the core itself:
+//! every step the core is compared with the model, the core checks its own
+//! rules ([`Core::check_invariants`]: every worker port exactly one of free
+//! (and then on the free stack, once), reserved or occupied by a connection
+//! in a session on that very port; partners mutual), and these properties
+//! are checked on what the core does:
 //!
-//! - every worker port is exactly one of free (and then on the free stack),
-//!   reserved or occupied (by a connection in a session on that very port);
-//! - the free stack has no duplicates;
 //! - a passcode works at most once, only on its own port, and never at or
 //!   after its lapse time, whether or not a tick has freed the port yet;
 //! - a chat line reaches no one but the sender's partner, and lines between
@@ -537,20 +537,21 @@ impl Model {
         all
     }
 
-    fn awaiting(&self) -> Vec<usize> {
+    /// The live connections whose phase `wanted` accepts, in id order.
+    fn conns_where(&self, wanted: impl Fn(&MPhase) -> bool) -> Vec<usize> {
         self.conns
             .iter()
-            .filter(|(_, p)| matches!(p, MPhase::Awaiting { .. }))
+            .filter(|(_, phase)| wanted(phase))
             .map(|(&c, _)| c)
             .collect()
     }
 
+    fn awaiting(&self) -> Vec<usize> {
+        self.conns_where(|phase| matches!(phase, MPhase::Awaiting { .. }))
+    }
+
     fn chatting(&self) -> Vec<usize> {
-        self.conns
-            .iter()
-            .filter(|(_, p)| matches!(p, MPhase::Chatting { .. }))
-            .map(|(&c, _)| c)
-            .collect()
+        self.conns_where(|phase| matches!(phase, MPhase::Chatting { .. }))
     }
 
     fn session_of(&self, conn: usize) -> Option<u64> {
@@ -659,7 +660,22 @@ struct Run<'a> {
     stats: &'a mut Stats,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run of `core` against `model` from time 0, counting into `stats`.
+    fn new(core: Core<StdRng>, model: Model, stats: &'a mut Stats) -> Run<'a> {
+        Run {
+            core,
+            model,
+            ledger: Ledger::default(),
+            t0: Instant::now(),
+            now: 0,
+            inbox: HashMap::new(),
+            expected: HashMap::new(),
+            lines_sent: 0,
+            stats,
+        }
+    }
+
     fn at(&self) -> Instant {
         self.t0 + Duration::from_millis(self.now)
     }
@@ -699,15 +715,12 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Everything the core shows must match the model, and the port rules
-    /// must hold on the core's own answers.
+    /// The core's own rules must hold, and everything it shows must match
+    /// the model.
     fn check_state(&mut self, step: &dyn std::fmt::Debug) -> Result<(), TestCaseError> {
-        let workers = self.model.ports.len();
+        // A broken rule panics; the runner reports it as this case failing.
+        self.core.check_invariants();
         let free = self.core.free_ports();
-        let mut seen = free.clone();
-        seen.sort_unstable();
-        seen.dedup();
-        prop_assert_eq!(seen.len(), free.len(), "duplicate on free stack {:?}", free);
         let expected_free: Vec<u16> = self
             .model
             .free
@@ -721,57 +734,21 @@ impl Run<'_> {
             step,
             self.now
         );
-        let mut holders = Vec::new();
-        for worker in 0..workers {
-            let port = self.model.ports[worker];
-            let state = self.core.port_state(worker);
-            let on_stack = free.contains(&port);
-            match state {
-                PortState::Free => {}
-                PortState::Reserved => {}
-                PortState::Occupied(conn) => {
-                    // Occupied by a connection in a session on this very port.
-                    let phase = self.model.conns.get(&conn.0).copied();
-                    prop_assert!(
-                        matches!(phase, Some(MPhase::Chatting { worker: w, .. }) if w == worker),
-                        "port {} occupied by {:?}, which is {:?}",
-                        port,
-                        conn,
-                        phase
-                    );
-                    holders.push(conn);
-                }
-            }
-            // Exactly one of free / reserved / occupied: free ports, and only
-            // they, are on the stack (before a shutdown, which empties it).
-            if self.stats.shutdowns == 0 || !matches!(state, PortState::Free) {
-                prop_assert_eq!(
-                    on_stack,
-                    state == PortState::Free,
-                    "port {} is {:?}, on the free stack: {}",
-                    port,
-                    state,
-                    on_stack
-                );
-            }
+        for worker in 0..self.model.ports.len() {
             let expected = match self.model.slots[worker] {
                 MSlot::Free => PortState::Free,
                 MSlot::Reserved { .. } => PortState::Reserved,
                 MSlot::Occupied(conn) => PortState::Occupied(ConnId(conn)),
             };
             prop_assert_eq!(
-                state,
+                self.core.port_state(worker),
                 expected,
                 "port {} after {:?} at {} ms",
-                port,
+                self.model.ports[worker],
                 step,
                 self.now
             );
         }
-        let count = holders.len();
-        holders.sort_unstable();
-        holders.dedup();
-        prop_assert_eq!(holders.len(), count, "a connection holds two ports");
         for &conn in self.model.conns.keys() {
             let expected = self.model.partner(conn).map(ConnId);
             prop_assert_eq!(
@@ -1077,17 +1054,7 @@ fn run_scenario(s: &Scenario, stats: &mut Stats) -> Result<(), TestCaseError> {
         timeouts,
         StdRng::seed_from_u64(s.rng_seed),
     );
-    let mut run = Run {
-        core,
-        model,
-        ledger: Ledger::default(),
-        t0: Instant::now(),
-        now: 0,
-        inbox: HashMap::new(),
-        expected: HashMap::new(),
-        lines_sent: 0,
-        stats,
-    };
+    let mut run = Run::new(core, model, stats);
     run.check_state(&"start")?;
     for op in &s.ops {
         run.step(op)?;
@@ -1181,17 +1148,7 @@ fn the_model_notices_a_divergence() {
         shutdown: false,
     };
     let mut stats = Stats::default();
-    let mut run = Run {
-        core: two_port_core(),
-        model: Model::new(&s),
-        ledger: Ledger::default(),
-        t0: Instant::now(),
-        now: 0,
-        inbox: HashMap::new(),
-        expected: HashMap::new(),
-        lines_sent: 0,
-        stats: &mut stats,
-    };
+    let mut run = Run::new(two_port_core(), Model::new(&s), &mut stats);
     // The core hands out a port the model does not know about.
     let _ = run.core.handle_portal_request(HOME, run.t0);
     assert!(run.check_state(&"a hidden portal request").is_err());

@@ -8,30 +8,19 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{Got, Peer, TestServer, wait_until};
-use portal_chat::client::{PortalAnswer, request_port};
+use common::{
+    TestServer, chat, next, nofile_prefix_with, run_to_end, run_to_end_with, server_command,
+    session_pair, session_pair_at, wait_until,
+};
+use portal_chat::client::{JoinError, PortalAnswer, Session, TERMINATE_LINE, request_port};
 
 /// The longest any one start, answer or exit may take.
 const LIMIT: Duration = Duration::from_secs(10);
-
-/// `chat-server`, run through `prefix` (a command that execs its
-/// arguments, as `prlimit` does) unless it is empty.
-fn server_command(prefix: &[String]) -> Command {
-    let server = env!("CARGO_BIN_EXE_chat-server");
-    match prefix.split_first() {
-        None => Command::new(server),
-        Some((program, rest)) => {
-            let mut command = Command::new(program);
-            command.args(rest).arg(server);
-            command
-        }
-    }
-}
 
 /// A running `chat-server`, killed when dropped.
 struct Running(Child);
@@ -128,32 +117,16 @@ fn portal_from_log(lines: &Receiver<String>) -> SocketAddr {
     addr.parse().unwrap()
 }
 
-/// Runs `chat-server` with `args` to completion, with stdin empty and both
-/// outputs captured; killed if it is still running after [`LIMIT`].
-fn run_to_end(args: &[&str]) -> Output {
-    run_to_end_with(&[], args)
-}
-
-/// [`run_to_end`] through a command `prefix`, as [`server_command`] takes it.
-fn run_to_end_with(prefix: &[String], args: &[&str]) -> Output {
-    let mut child = server_command(prefix)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chat-server");
-    if !wait_until(LIMIT, || child.try_wait().unwrap().is_some()) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("chat-server {args:?} did not exit");
-    }
-    child.wait_with_output().unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
+
+fn assert_one_line(text: &str, what: &str) {
+    assert!(
+        text.ends_with('\n') && text.lines().count() == 1 && !text.trim().is_empty(),
+        "{what}: expected exactly one line, got {text:?}"
+    );
+}
 
 #[test]
 fn an_unknown_option_is_named_as_unknown_wherever_it_stands() {
@@ -197,7 +170,7 @@ fn help_and_version_into_a_closed_pipe_still_exit_0() {
     for flag in ["--help", "--version"] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let mut child = server_command(&[])
+        let mut child = server_command::<&str>(&[])
             .arg(flag)
             .stdin(Stdio::null())
             .stdout(writer)
@@ -222,11 +195,77 @@ fn bind_takes_a_host_name() {
     let server = TestServer::start(&["--bind", "localhost", "--workers", "2"]);
     assert!(server.host().is_loopback(), "{}", server.portal);
     // It serves: a pair joins on that address and chats.
-    let mut a = common::Peer::join(&server);
-    let mut b = common::Peer::join(&server);
-    a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
+    let (mut a, mut b) = session_pair(&server);
     a.send_line(b"hello").unwrap();
-    b.expect("hello");
+    assert_eq!(next(&mut b), chat("hello"));
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line_on_stderr() {
+    for args in [
+        &["--workers", "3"][..],
+        &["--workers", "0"],
+        &["--port", "70000"],
+        &["--idle-timeout", "-1"],
+        &["--handshake-timeout", "soon"],
+        &["--tick-ms", "0"],
+        &["--max-line", "x"],
+        &["--bind", "no-such-host.invalid"],
+        &["--max-line", "16777217"],
+        &["--frobnicate"],
+        &["stray"],
+        &["--port"],
+    ] {
+        // `--port 0` first, so a wrongly accepted flag cannot take port 50000.
+        let mut full = vec!["--port", "0"];
+        full.extend_from_slice(args);
+        let output = run_to_end(&full);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_one_line(&stderr, &format!("stderr for {args:?}"));
+        assert!(output.stdout.is_empty(), "{args:?}: printed on stdout");
+    }
+}
+
+#[test]
+fn a_port_in_use_exits_1_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = run_to_end(&["--port", &port, "--workers", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_one_line(&stderr, "stderr");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "the error does not name the address: {stderr:?}"
+    );
+    assert!(output.stdout.is_empty(), "announced despite failing");
+    drop(taken);
+}
+
+#[test]
+fn help_prints_usage_and_exits_0() {
+    for flag in ["--help", "-h"] {
+        let output = run_to_end(&[flag]);
+        assert_eq!(output.status.code(), Some(0));
+        assert!(output.stderr.is_empty());
+        let usage = String::from_utf8(output.stdout).unwrap();
+        assert!(usage.starts_with("Usage: chat-server"), "{usage}");
+        for option in [
+            "--bind",
+            "--port",
+            "--workers",
+            "--assign-timeout",
+            "--handshake-timeout",
+            "--idle-timeout",
+            "--session-limit",
+            "--tick-ms",
+            "--max-line",
+            "--help",
+        ] {
+            assert!(usage.contains(option), "usage lacks {option}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -254,11 +293,9 @@ fn a_closed_stdout_does_not_stop_the_server() {
     else {
         panic!("full")
     };
-    let mut a = Peer::handshake(portal.ip(), &assignment).expect("handshake");
-    a.send_line(b"CLIENT>>> TERMINATE").unwrap();
+    let a = common::session(portal.ip(), &assignment);
     // Whatever the server says before it closes (a goodbye, say), it closes.
-    while !matches!(a.next(), Ok(Got::Eof) | Err(_)) {}
-    drop(a);
+    a.terminate(LIMIT).expect("the server closes");
     assert_eq!(server.stop().code(), Some(0));
 }
 
@@ -331,23 +368,12 @@ fn a_closed_stderr_does_not_stop_the_server() {
     let portal = first_line(&stdout, |line| line.starts_with("portal "))
         .expect("the server announces its portal");
     let portal: SocketAddr = portal["portal ".len()..].parse().unwrap();
-    let mut a = join(portal);
-    let mut b = join(portal);
-    a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
+    let (mut a, mut b) = session_pair_at(portal);
     a.send_line(b"still here").unwrap();
-    b.expect("still here");
+    assert_eq!(next(&mut b), chat("still here"));
     drop((a, b));
     let status = server.stop();
     assert_eq!(status.code(), Some(0), "{status}");
-}
-
-fn join(portal: SocketAddr) -> Peer {
-    match request_port(portal).expect("the portal answers") {
-        PortalAnswer::Assigned(assignment) => {
-            Peer::handshake(portal.ip(), &assignment).unwrap_or_else(|e| panic!("handshake: {e}"))
-        }
-        PortalAnswer::Full => panic!("the portal is full"),
-    }
 }
 
 /// Not a test of a fix but a guard: no passcode reaches the log at any
@@ -365,20 +391,29 @@ fn no_passcode_is_logged_even_at_trace() {
             panic!("full")
         };
         secrets.push(assignment.code.clone());
-        pair.push(Peer::handshake(portal.ip(), &assignment).unwrap());
+        pair.push(common::session(portal.ip(), &assignment));
     }
     pair[0].send_line(b"hello").unwrap();
-    pair[1].expect("hello");
-    pair[0].send_line(b"CLIENT>>> TERMINATE").unwrap();
+    assert_eq!(next(&mut pair[1]), chat("hello"));
+    pair[0].send_line(TERMINATE_LINE.as_bytes()).unwrap();
     // A wrong passcode, close to the right one, on a port reserved for us.
     let PortalAnswer::Assigned(mut assignment) = request_port(portal).unwrap() else {
         panic!("full")
     };
     secrets.push(assignment.code.clone());
-    assignment.code.pop();
-    assignment.code.push('x');
+    // (Not always an `x`: a code that ends in one would stay right.)
+    let other = match assignment.code.pop() {
+        Some('x') => 'y',
+        _ => 'x',
+    };
+    assignment.code.push(other);
     secrets.push(assignment.code.clone());
-    assert!(Peer::handshake(portal.ip(), &assignment).is_err());
+    let refused = Session::handshake(portal.ip(), &assignment);
+    assert!(
+        matches!(refused, Err(JoinError::Refused)),
+        "{:?}",
+        refused.err()
+    );
     drop(pair);
     server.stop();
     let log: Vec<String> = lines.iter().collect();
@@ -398,32 +433,9 @@ fn no_passcode_is_logged_even_at_trace() {
 // The open-file limit
 // ---------------------------------------------------------------------------
 
-/// A command prefix that runs the server with these soft and hard open-file
-/// limits: `prlimit` if installed, else the shell's `ulimit`.
-fn nofile(soft: u32, hard: u32) -> Vec<String> {
-    let prlimit = Command::new("prlimit")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if prlimit {
-        vec!["prlimit".into(), format!("--nofile={soft}:{hard}")]
-    } else {
-        vec![
-            "sh".into(),
-            "-c".into(),
-            // Soft first: the hard limit cannot go below the soft one.
-            format!("ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\" \"$@\""),
-        ]
-    }
-}
-
 #[test]
 fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
-    let prefix = nofile(64, 4096);
-    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
-    let server = TestServer::start_with_prefix(&prefix, &["--workers", "2"]);
+    let server = TestServer::start_with_prefix(&nofile_prefix_with(64, 4096), &["--workers", "2"]);
     assert_eq!(
         common::nofile_limits(server.pid()),
         ("4096".to_string(), "4096".to_string())
@@ -433,7 +445,10 @@ fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
 /// `--workers 6` needs 7 listeners, 12 clients and the margin of 32: 51.
 #[test]
 fn a_limit_below_what_the_workers_need_is_refused_in_one_line() {
-    let output = run_to_end_with(&nofile(50, 50), &["--port", "0", "--workers", "6"]);
+    let output = run_to_end_with(
+        &nofile_prefix_with(50, 50),
+        &["--port", "0", "--workers", "6"],
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
         "chat-server: --workers 6 needs 51 open files, but the limit is 50; raise it \
@@ -443,7 +458,7 @@ fn a_limit_below_what_the_workers_need_is_refused_in_one_line() {
     assert!(output.stdout.is_empty(), "it bound its listeners");
     // Exactly enough is enough.
     let mut server = start_with(
-        &nofile(51, 51),
+        &nofile_prefix_with(51, 51),
         &["--workers", "6"],
         "info",
         Stdio::null(),
@@ -456,7 +471,7 @@ fn a_limit_below_what_the_workers_need_is_refused_in_one_line() {
 #[test]
 fn allow_low_nofile_warns_and_serves() {
     let mut server = start_with(
-        &nofile(40, 40),
+        &nofile_prefix_with(40, 40),
         &["--workers", "6", "--allow-low-nofile"],
         "info",
         Stdio::null(),
@@ -472,10 +487,7 @@ fn allow_low_nofile_warns_and_serves() {
         ),
         "{warning:?}"
     );
-    let portal = portal_from_log(&lines);
-    let mut a = join(portal);
-    let mut b = join(portal);
-    a.expect(&format!("SERVER{}>>> Partner {} connected", a.port, b.port));
+    let (mut a, mut b) = session_pair_at(portal_from_log(&lines));
     b.send_line(b"few files, still fine").unwrap();
-    a.expect("few files, still fine");
+    assert_eq!(next(&mut a), chat("few files, still fine"));
 }

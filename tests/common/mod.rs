@@ -1,13 +1,17 @@
-//! Shared helpers for the integration tests: start the real `chat-server`
-//! binary on OS-chosen loopback ports and stop it when the test ends.
+//! Shared helpers for the integration tests: the real `chat-server` binary
+//! on OS-chosen loopback ports, stopped when the test ends ([`TestServer`]);
+//! clients that behave, on the client library ([`session`], [`join_at`],
+//! [`session_pair`]); one raw client, [`Peer`], for a test that sends exact
+//! bytes on purpose; and fault injection and measurement through `/proc`.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use portal_chat::client::{RetryPolicy, Session};
+use portal_chat::client::{Message, Session};
 
 /// A `chat-server` child process. Killed when dropped.
 pub struct TestServer {
@@ -22,36 +26,27 @@ impl TestServer {
     /// Starts the server with `--port 0 --tick-ms 20` and then `args` (later
     /// flags win), and waits for it to print its listeners.
     pub fn start(args: &[&str]) -> TestServer {
-        TestServer::start_with_prefix(&[], args)
+        TestServer::spawn::<&str>(&[], args, Stdio::null())
     }
 
     /// Like [`start`](Self::start), but runs the binary through `prefix`, a
     /// command that sets something up and then execs its arguments in place
     /// (`prlimit --nofile=64:64`, say), so that [`pid`](Self::pid) is still
     /// the server's. An empty prefix is exactly `start`.
-    pub fn start_with_prefix(prefix: &[&str], args: &[&str]) -> TestServer {
+    pub fn start_with_prefix<S: AsRef<OsStr>>(prefix: &[S], args: &[&str]) -> TestServer {
         TestServer::spawn(prefix, args, Stdio::null())
     }
 
     /// Like [`start`](Self::start), with the server's log (its stderr)
     /// readable at `RUST_LOG=info`.
     pub fn start_logged(args: &[&str]) -> (TestServer, BufReader<ChildStderr>) {
-        let mut server = TestServer::spawn(&[], args, Stdio::piped());
+        let mut server = TestServer::spawn::<&str>(&[], args, Stdio::piped());
         let log = BufReader::new(server.child.stderr.take().expect("stderr piped"));
         (server, log)
     }
 
-    fn spawn(prefix: &[&str], args: &[&str], stderr: Stdio) -> TestServer {
-        let server = env!("CARGO_BIN_EXE_chat-server");
-        let mut command = match prefix.split_first() {
-            None => Command::new(server),
-            Some((program, rest)) => {
-                let mut command = Command::new(program);
-                command.args(rest).arg(server);
-                command
-            }
-        };
-        let mut child = command
+    fn spawn<S: AsRef<OsStr>>(prefix: &[S], args: &[&str], stderr: Stdio) -> TestServer {
+        let mut child = server_command(prefix)
             .args(["--port", "0", "--tick-ms", "20"])
             .args(args)
             .stdin(Stdio::null())
@@ -95,13 +90,10 @@ impl TestServer {
         self.child.id()
     }
 
-    /// Joins through the portal and the handshake, failing at once if full.
+    /// Joins with the client library: the portal once (panics if it is
+    /// full), then the handshake; see [`join_at`].
     pub fn join(&self) -> Session {
-        let policy = RetryPolicy {
-            retries: Some(0),
-            delay: Duration::ZERO,
-        };
-        Session::join(self.host(), self.portal.port(), policy, |_| {}).expect("join")
+        join_at(self.portal)
     }
 
     /// Sends a signal by name (`TERM`, `INT`, ...) with the `kill` command.
@@ -149,6 +141,44 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
     }
 }
 
+/// The `chat-server` binary as a command, run through `prefix` (a command
+/// that sets something up and then execs its arguments in place, as
+/// `prlimit` does) unless it is empty.
+pub fn server_command<S: AsRef<OsStr>>(prefix: &[S]) -> Command {
+    let server = env!("CARGO_BIN_EXE_chat-server");
+    match prefix.split_first() {
+        None => Command::new(server),
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(server);
+            command
+        }
+    }
+}
+
+/// Runs `chat-server` with `args` to its end, with stdin empty and both
+/// outputs captured; fails if it is still running after [`IO_LIMIT`].
+pub fn run_to_end(args: &[&str]) -> Output {
+    run_to_end_with::<&str>(&[], args)
+}
+
+/// [`run_to_end`] through a command `prefix`, as [`server_command`] takes it.
+pub fn run_to_end_with<S: AsRef<OsStr>>(prefix: &[S], args: &[&str]) -> Output {
+    let mut child = server_command(prefix)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat-server");
+    if !wait_until(IO_LIMIT, || child.try_wait().unwrap().is_some()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("chat-server {args:?} did not exit");
+    }
+    child.wait_with_output().unwrap()
+}
+
 // ---------------------------------------------------------------------------
 // Fault injection and measurement, for tests/faults.rs and tests/soak.rs.
 // ---------------------------------------------------------------------------
@@ -156,11 +186,15 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
 use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use portal_chat::client::{Assignment, PortalAnswer, parse_portal_reply, request_port};
+use portal_chat::client::{
+    Assignment, PortalAnswer, TERMINATE_LINE, parse_portal_reply, request_port,
+};
+use rand::rngs::StdRng;
+use rand::{Rng as _, RngExt as _, SeedableRng};
 
 /// The longest any single socket read or write in these helpers may block
 /// without progress before it counts as a failure.
@@ -169,10 +203,16 @@ pub const IO_LIMIT: Duration = Duration::from_secs(10);
 /// How often the pump threads look at their stop flag while blocked.
 pub const POLL: Duration = Duration::from_millis(100);
 
-/// A command prefix that runs the server with at most `limit` open files:
-/// `prlimit` (util-linux) if installed, else the shell's `ulimit`. Both exec
-/// the server in place, so the child's pid is the server's.
+/// A command prefix that runs the server with at most `limit` open files,
+/// as its soft and its hard limit; see [`nofile_prefix_with`].
 pub fn nofile_prefix(limit: u32) -> Vec<String> {
+    nofile_prefix_with(limit, limit)
+}
+
+/// A command prefix that runs the server with these soft and hard open-file
+/// limits: `prlimit` (util-linux) if installed, else the shell's `ulimit`.
+/// Both exec the server in place, so the child's pid is the server's.
+pub fn nofile_prefix_with(soft: u32, hard: u32) -> Vec<String> {
     let prlimit = Command::new("prlimit")
         .arg("--version")
         .stdout(Stdio::null())
@@ -180,12 +220,13 @@ pub fn nofile_prefix(limit: u32) -> Vec<String> {
         .status()
         .is_ok_and(|status| status.success());
     if prlimit {
-        vec!["prlimit".into(), format!("--nofile={limit}:{limit}")]
+        vec!["prlimit".into(), format!("--nofile={soft}:{hard}")]
     } else {
         vec![
             "sh".into(),
             "-c".into(),
-            format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+            // Soft first: the hard limit cannot go below the soft one.
+            format!("ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\" \"$@\""),
         ]
     }
 }
@@ -298,7 +339,12 @@ pub fn tcp_queues(local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
 
 /// Connects with the read and write limits of these helpers set.
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    with_limits(TcpStream::connect_timeout(&addr, IO_LIMIT)?)
+    connect_within(addr, IO_LIMIT)
+}
+
+/// [`connect`], with its own limit for the connect itself.
+pub fn connect_within(addr: SocketAddr, limit: Duration) -> io::Result<TcpStream> {
+    with_limits(TcpStream::connect_timeout(&addr, limit)?)
 }
 
 /// Like [`connect`], from the local address `from` (the OS picks the port):
@@ -355,6 +401,103 @@ pub fn ask_portal(server: &TestServer) -> PortalAnswer {
     request_port(server.portal).expect("the portal answers")
 }
 
+/// Asks the portal once for a port; panics if it is full.
+pub fn assign(server: &TestServer) -> Assignment {
+    match ask_portal(server) {
+        PortalAnswer::Assigned(assignment) => assignment,
+        PortalAnswer::Full => panic!("the portal is full"),
+    }
+}
+
+/// The handshake line in the original client's form, with its `\n`: what
+/// the client library sends, for a test that sends it itself.
+pub fn handshake_line(assignment: &Assignment) -> String {
+    format!(
+        "CLIENT{}>>>HandshakeCode={}\n",
+        assignment.port, assignment.code
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Well-behaved clients: the client library.
+// ---------------------------------------------------------------------------
+
+/// Claims `assignment` on `host` with the client library; panics if it is
+/// refused. The session's reads wait at most [`IO_LIMIT`].
+pub fn session(host: IpAddr, assignment: &Assignment) -> Session {
+    let session = Session::handshake(host, assignment)
+        .unwrap_or_else(|e| panic!("handshake on port {}: {e}", assignment.port));
+    session
+        .set_read_timeout(Some(IO_LIMIT))
+        .expect("set a read timeout");
+    session
+}
+
+/// Asks the portal at `portal` once (panics if it is full), then claims the
+/// port with [`session`]. Unlike `Session::join`, a refused handshake is
+/// not retried: a test wants to see it.
+pub fn join_at(portal: SocketAddr) -> Session {
+    match request_port(portal).expect("the portal answers") {
+        PortalAnswer::Assigned(assignment) => session(portal.ip(), &assignment),
+        PortalAnswer::Full => panic!("the portal is full"),
+    }
+}
+
+/// The next message of `session`; panics if the server has closed or the
+/// read fails.
+pub fn next(session: &mut Session) -> Message {
+    session
+        .next_message()
+        .unwrap_or_else(|e| panic!("port {}: read: {e}", session.port))
+        .unwrap_or_else(|| panic!("port {}: the server closed", session.port))
+}
+
+/// A chat line, as the client library reads it.
+pub fn chat(text: impl AsRef<[u8]>) -> Message {
+    Message::Chat(text.as_ref().to_vec())
+}
+
+/// A server notice, as the client library reads it.
+pub fn notice(text: impl Into<String>) -> Message {
+    Message::Notice(text.into())
+}
+
+/// A simulated client's steady talk: a thread that calls `send` every
+/// `every` until told to stop or a send fails. Returns the stop flag, the
+/// number of sends that succeeded, and the thread.
+pub fn pinger(
+    every: Duration,
+    mut send: impl FnMut() -> io::Result<()> + Send + 'static,
+) -> (Arc<AtomicBool>, Arc<AtomicUsize>, JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (stop2, sent2) = (stop.clone(), sent.clone());
+    let handle = std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) && send().is_ok() {
+            sent2.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(every); // the client's pace, not a wait for a condition
+        }
+    });
+    (stop, sent, handle)
+}
+
+/// Two sessions that are partners; the first has read "partner connected",
+/// so both are ready to chat.
+pub fn session_pair(server: &TestServer) -> (Session, Session) {
+    session_pair_at(server.portal)
+}
+
+/// [`session_pair`] through the portal at `portal`.
+pub fn session_pair_at(portal: SocketAddr) -> (Session, Session) {
+    let mut first = join_at(portal);
+    let second = join_at(portal);
+    assert_eq!(second.partner_port, first.port, "consecutive joins pair up");
+    assert!(second.partner_present);
+    let joined = format!("SERVER{}>>> Partner {} connected", first.port, second.port);
+    assert_eq!(next(&mut first), notice(joined));
+    (first, second)
+}
+
 /// Claims `assignment` and gives it straight back: handshake and
 /// `CLIENT>>> TERMINATE` in one write, then everything until the server
 /// closes. When this returns, the port is free again.
@@ -373,12 +516,8 @@ fn release_maybe_from(
     assignment: &Assignment,
 ) -> io::Result<Vec<u8>> {
     let mut stream = connect_maybe_from(from, SocketAddr::new(host, assignment.port))?;
-    let port = assignment.port;
-    let code = &assignment.code;
-    write!(
-        stream,
-        "CLIENT{port}>>>HandshakeCode={code}\nCLIENT>>> TERMINATE\n"
-    )?;
+    let claim_and_leave = handshake_line(assignment) + TERMINATE_LINE + "\n";
+    stream.write_all(claim_and_leave.as_bytes())?;
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest)?;
     Ok(rest)
@@ -506,15 +645,27 @@ pub struct Peer {
 impl Peer {
     /// Portal, then handshake; panics if the portal is full or refuses.
     pub fn join(server: &TestServer) -> Peer {
-        let assignment = match ask_portal(server) {
-            PortalAnswer::Assigned(assignment) => assignment,
-            PortalAnswer::Full => panic!("the portal is full"),
-        };
+        let assignment = assign(server);
         Peer::handshake(server.host(), &assignment)
             .unwrap_or_else(|e| panic!("handshake on {}: {e}", assignment.port))
     }
 
-    /// Presents the passcode on the assigned port and reads the two answers.
+    /// Two clients that are partners; the first has read "partner
+    /// connected", so both are ready to chat.
+    pub fn pair(server: &TestServer) -> (Peer, Peer) {
+        let mut first = Peer::join(server);
+        let second = Peer::join(server);
+        assert_eq!(second.partner, first.port, "consecutive joins pair up");
+        assert!(second.partner_present);
+        first.expect(&format!(
+            "SERVER{}>>> Partner {} connected",
+            first.port, first.partner
+        ));
+        (first, second)
+    }
+
+    /// Connects to the assigned port, presents the passcode in the original
+    /// client's form and reads the two answers.
     pub fn handshake(host: IpAddr, assignment: &Assignment) -> Result<Peer, String> {
         Peer::handshake_maybe_from(None, host, assignment)
     }
@@ -533,9 +684,20 @@ impl Peer {
         host: IpAddr,
         assignment: &Assignment,
     ) -> Result<Peer, String> {
+        let stream = connect_maybe_from(from, SocketAddr::new(host, assignment.port))
+            .map_err(|e| e.to_string())?;
+        Peer::handshake_with(stream, assignment, handshake_line(assignment).as_bytes())
+    }
+
+    /// Sends `line` exactly as it is on `stream`, connected to the assigned
+    /// port, and reads the two answers: "connection successful" and the
+    /// partner's status.
+    pub fn handshake_with(
+        stream: TcpStream,
+        assignment: &Assignment,
+        line: &[u8],
+    ) -> Result<Peer, String> {
         let port = assignment.port;
-        let stream =
-            connect_maybe_from(from, SocketAddr::new(host, port)).map_err(|e| e.to_string())?;
         let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
         let mut peer = Peer {
             port,
@@ -544,9 +706,7 @@ impl Peer {
             stream,
             reader,
         };
-        let code = &assignment.code;
-        peer.send(format!("CLIENT{port}>>>HandshakeCode={code}\n").as_bytes())
-            .map_err(|e| e.to_string())?;
+        peer.send(line).map_err(|e| e.to_string())?;
         let mut answer = || match peer.next() {
             Ok(Got::Line(line)) => Ok(String::from_utf8_lossy(&line).into_owned()),
             other => Err(format!("handshake answer: {other:?}")),
@@ -947,32 +1107,27 @@ fn drain(
     }
 }
 
-/// A small, seeded pseudo-random generator (xorshift64*), so that garbage
-/// and schedules can be replayed from a printed seed.
-pub struct Rng(u64);
+/// Seeded randomness for garbage and schedules, so that a run can be
+/// replayed from its printed seed: rand's `StdRng`, with the two draws
+/// these tests make.
+pub struct Rng(StdRng);
 
 impl Rng {
     /// A generator from `seed` (any value).
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        Rng(StdRng::seed_from_u64(seed))
     }
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.0.random_range(0..n)
     }
 
     /// `len` random bytes.
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
+        let mut bytes = vec![0; len];
+        self.0.fill_bytes(&mut bytes);
+        bytes
     }
 }
 
