@@ -665,7 +665,7 @@ fn tables(m: &Measured) -> Vec<Table> {
     let load_core = m.load_cpu_ns as f64 / (m.load_secs * 1e9) * 100.0;
     both(
         &mut table,
-        "server CPU while the load runs (% of a core)",
+        "server CPU while the load runs, its ping-pong rounds included (% of a core)",
         [Cell::empty(), Cell::number(load_core, 1)],
     );
     let fill_rate = m.fill_joins.len() as f64 / m.fill_joining.as_secs_f64();
