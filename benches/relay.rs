@@ -22,6 +22,11 @@
 //!
 //! `--quick` is a smoke run of well under a minute: fewer samples, shorter
 //! windows, numbers not to be quoted.
+//!
+//! `--scale` runs the scale workload instead, and only it
+//! ([`workloads::scale`]): a server with as many worker ports as the
+//! descriptor limit allows, every one joined, beside a 4-worker server. It
+//! writes `scale.md` and `scale.csv`.
 
 mod peers;
 mod report;
@@ -132,6 +137,15 @@ fn main() -> ExitCode {
     if let Some(i) = args.iter().position(|a| a == "--serve") {
         peers::serve(args.get(i + 1).map_or("", String::as_str));
     }
+    if args.iter().any(|a| a == "--scale") {
+        return match run_scale() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("relay bench failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Cargo adds `--bench`; other arguments are ignored.
     let plan = if args.iter().any(|a| a == "--quick") {
         Plan::quick()
@@ -236,6 +250,39 @@ fn run(plan: &Plan) -> io::Result<()> {
         cpu.percent(cpu.steal),
     );
     write_outputs(&header, &tables, &results)
+}
+
+/// `--scale`: the scale workload alone; its tables go to stdout and to
+/// `scale.md` and `scale.csv` in the output directory.
+fn run_scale() -> io::Result<()> {
+    let started = Instant::now();
+    let cpu_before = CpuUse::now()?;
+    let tables = workloads::scale::run()?;
+    let cpu = CpuUse::now()?.since(&cpu_before);
+    let mut markdown = format!(
+        "## Scale\n\nMachine: {}. Run: `cargo bench --bench relay -- --scale`, {:.0} s. During \
+         the run the bench and its servers used {:.0} % of the machine's CPU time, other \
+         processes {:.0} %, and the hypervisor took {:.1} % (steal).\n",
+        machine_description(),
+        started.elapsed().as_secs_f64(),
+        cpu.percent(cpu.own),
+        cpu.percent(cpu.others),
+        cpu.percent(cpu.steal),
+    );
+    for table in &tables {
+        markdown.push('\n');
+        markdown.push_str(&table.markdown());
+    }
+    println!("{markdown}");
+    let dir = output_dir();
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("scale.md"), &markdown)?;
+    fs::write(dir.join("scale.csv"), report::csv(&tables))?;
+    progress(&format!(
+        "wrote scale.md and scale.csv to {}",
+        dir.display()
+    ));
+    Ok(())
 }
 
 /// Ping-pong for every line size, interleaved in rounds.

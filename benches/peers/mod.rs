@@ -281,6 +281,13 @@ impl Endpoint {
         Ok(&self.buffer[..n])
     }
 
+    /// The socket itself, for a workload that drives many endpoints from
+    /// one event loop (through a clone of it). Nothing must be left in the
+    /// endpoint's buffer while it does.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// Limits how long a read may wait; `None` restores [`STALL_TIMEOUT`].
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream

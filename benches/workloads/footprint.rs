@@ -196,7 +196,7 @@ pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
 }
 
 /// The number after `name` in a `/proc/…/status` (or `smaps_rollup`) text.
-fn status_field(status: &str, name: &str) -> io::Result<u64> {
+pub fn status_field(status: &str, name: &str) -> io::Result<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix(name))

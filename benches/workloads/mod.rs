@@ -4,6 +4,7 @@
 pub mod footprint;
 pub mod open_loop;
 pub mod ping_pong;
+pub mod scale;
 pub mod setup;
 pub mod streaming;
 
