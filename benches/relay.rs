@@ -12,7 +12,8 @@
 //! open-loop latency over a sweep of rates on one pair and on 50 pairs,
 //! streaming throughput on one pair and on 50 pairs at once, ping-pong beside
 //! a streaming pair, session setup through the portal, the server's
-//! footprint (memory, idle CPU, binary size).
+//! footprint (memory, idle CPU, binary size), and the line codec's newline
+//! search against the one it replaced.
 //!
 //! Every workload gives all systems the same client code, in the same run,
 //! interleaved in rounds (the order rotates each round) so that drift of a
@@ -91,6 +92,10 @@ pub struct Plan {
     footprint_clients: usize,
     /// Length of each idle window of the footprint.
     idle_window: Duration,
+    /// Rounds of the newline-search comparison.
+    newline_rounds: usize,
+    /// Time per scan, line length and round.
+    newline_window: Duration,
 }
 
 impl Plan {
@@ -120,6 +125,8 @@ impl Plan {
             setup_max_sessions: 3_000,
             footprint_clients: 1_000,
             idle_window: Duration::from_secs(10),
+            newline_rounds: 5,
+            newline_window: Duration::from_millis(200),
         }
     }
 
@@ -145,6 +152,8 @@ impl Plan {
             setup_max_sessions: 1_000,
             footprint_clients: 1_000,
             idle_window: Duration::from_secs(2),
+            newline_rounds: 1,
+            newline_window: Duration::from_millis(20),
         }
     }
 }
@@ -261,6 +270,7 @@ fn run(plan: &Plan) -> io::Result<()> {
     drop(contenders); // stop the servers before the footprint's quiet windows
     sections::setup::run(plan, &mut tables)?;
     sections::footprint::run(plan, &kinds, &mut tables, &mut results)?;
+    sections::newline::run(plan, &mut tables, &mut results);
     sections::summary::tables(plan, &results, &mut tables);
 
     let cpu = CpuUse::now()?.since(&cpu_before);

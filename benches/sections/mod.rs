@@ -5,6 +5,7 @@
 
 pub mod beside_stream;
 pub mod footprint;
+pub mod newline;
 pub mod open_loop;
 pub mod ping_pong;
 pub mod setup;
@@ -15,6 +16,7 @@ use hdrhistogram::Histogram;
 
 use crate::peers::Kind;
 use crate::workloads::footprint::Footprint;
+use crate::workloads::newline::Scan;
 
 /// One value per system, for the systems that took part.
 pub struct ByKind<T> {
@@ -165,6 +167,8 @@ pub struct Results {
     pub streaming: ByKind<Streams>,
     pub beside: ByKind<Beside>,
     pub footprint: Vec<Footprint>,
+    /// Per scan, ns per line at each of [`newline::LINE_LENS`].
+    pub newline: Vec<(Scan, Vec<f64>)>,
 }
 
 impl Results {
@@ -178,6 +182,7 @@ impl Results {
             streaming: ByKind::default(),
             beside: ByKind::default(),
             footprint: Vec::new(),
+            newline: Vec::new(),
         }
     }
 }

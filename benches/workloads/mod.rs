@@ -3,6 +3,7 @@
 
 pub mod beside_stream;
 pub mod footprint;
+pub mod newline;
 pub mod open_loop;
 pub mod ping_pong;
 pub mod setup;
