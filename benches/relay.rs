@@ -109,7 +109,7 @@ impl Plan {
                 1e3, 2e3, 5e3, 10e3, 20e3, 50e3, 100e3, 200e3, 500e3, 1e6, 2e6, 5e6, 10e6,
             ],
             many_pairs_rates: &[
-                1e3, 2e3, 5e3, 10e3, 20e3, 50e3, 100e3, 200e3, 500e3, 1e6, 2e6,
+                1e3, 2e3, 5e3, 10e3, 20e3, 50e3, 100e3, 200e3, 500e3, 1e6, 2e6, 5e6,
             ],
             open_loop_rounds: 3,
             many_pairs_rounds: 2,
