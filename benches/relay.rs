@@ -114,7 +114,7 @@ impl Plan {
             open_loop_rounds: 3,
             many_pairs_rounds: 2,
             open_loop_step: Duration::from_secs(1),
-            stream_rounds: 3,
+            stream_rounds: 5,
             stream_warmup: Duration::from_millis(300),
             stream_window: Duration::from_millis(1500),
             beside_rounds: 3,
