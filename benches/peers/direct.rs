@@ -4,6 +4,8 @@
 use std::io;
 use std::net::{TcpListener, TcpStream};
 
+use portal_chat::wire::Wire;
+
 use super::{Endpoint, Pair, STALL_TIMEOUT};
 
 /// Connects a fresh loopback connection and returns its two ends.
@@ -12,7 +14,7 @@ pub fn connect_pair() -> io::Result<Pair> {
     let a = TcpStream::connect_timeout(&listener.local_addr()?, STALL_TIMEOUT)?;
     let (b, _) = listener.accept()?;
     Ok(Pair {
-        a: Endpoint::new(a)?,
-        b: Endpoint::new(b)?,
+        a: Endpoint::new(a, Wire::Line)?,
+        b: Endpoint::new(b, Wire::Line)?,
     })
 }

@@ -3,7 +3,10 @@
 //! and a line written on B comes out on A.
 //!
 //! - [`Kind::Project`]: the real `chat-server` binary, joined through the
-//!   portal and the passcode handshake like any client ([`project`]).
+//!   portal and the passcode handshake like any client ([`project`]); the
+//!   same server with its spin turned off ([`Kind::ProjectSpinOff`]) and on
+//!   the .NET wire ([`Kind::ProjectDotnet`]), and another build of it to
+//!   compare with ([`Kind::Baseline`]).
 //! - [`Kind::Direct`]: no relay at all, A and B are the two ends of one
 //!   loopback connection ([`direct`]). This is the floor.
 //! - [`Kind::Threaded`]: a blocking, thread-per-connection relay with a lock
@@ -28,6 +31,8 @@ use std::ops::Range;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use portal_chat::wire::{Codec, Wire};
+
 /// The longest any connect, read or write may wait. A system that stalls
 /// this long fails the bench instead of hanging it.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,11 +40,24 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes an [`Endpoint`] reads per `read` call.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// The longest message an [`Endpoint`] takes: one that still fits its
+/// buffer, terminator or prefix included.
+const MAX_MESSAGE: usize = READ_BUFFER - 8;
+
 /// The systems compared, in the order they appear in every table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// The real `chat-server`, reached through the portal.
+    /// The real `chat-server`, reached through the portal, as it starts by
+    /// default (line wire, the default spin).
     Project,
+    /// The same server with `--spin-us 0`: it never busy-polls.
+    ProjectSpinOff,
+    /// The same server with `--wire dotnet`, and clients that frame their
+    /// messages as .NET's `BinaryWriter` does.
+    ProjectDotnet,
+    /// Another `chat-server` binary (`PORTAL_CHAT_BASELINE`), started with
+    /// only the flags every version has: the "before" of a before/after.
+    Baseline,
     /// One loopback TCP connection, no relay.
     Direct,
     /// Blocking sockets, one thread per connection, one lock.
@@ -52,23 +70,82 @@ pub enum Kind {
 
 impl Kind {
     /// Every system, in table order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Project,
+        Kind::ProjectSpinOff,
+        Kind::ProjectDotnet,
+        Kind::Baseline,
         Kind::Direct,
         Kind::Threaded,
         Kind::TokioCurrentThread,
         Kind::TokioMultiThread,
     ];
 
+    /// The relays a user would otherwise run: what the project is held
+    /// against.
+    pub const RELAYS: [Kind; 3] = [
+        Kind::Threaded,
+        Kind::TokioCurrentThread,
+        Kind::TokioMultiThread,
+    ];
+
+    /// The systems this run can start, in table order: the baseline only
+    /// when `PORTAL_CHAT_BASELINE` names a binary, the spin-off and dotnet
+    /// rows only when the project's binary has `--spin-us` and `--wire`
+    /// (an older build given as `PORTAL_CHAT_SERVER` may not).
+    pub fn available() -> Vec<Kind> {
+        let server = project::server_binary();
+        Kind::ALL
+            .into_iter()
+            .filter(|kind| match kind {
+                Kind::ProjectSpinOff => project::has_flag(&server, "--spin-us"),
+                Kind::ProjectDotnet => project::has_flag(&server, "--wire"),
+                Kind::Baseline => project::baseline_binary().is_some(),
+                _ => true,
+            })
+            .collect()
+    }
+
     /// The name used in tables and plots.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Project => "project",
+            Kind::ProjectSpinOff => "project, spin off",
+            Kind::ProjectDotnet => "project, dotnet wire",
+            Kind::Baseline => "project, baseline",
             Kind::Direct => "direct",
             Kind::Threaded => "threaded relay",
             Kind::TokioCurrentThread => "tokio current-thread",
             Kind::TokioMultiThread => "tokio multi-thread",
         }
+    }
+
+    /// Whether this is a `chat-server` (joined through its portal).
+    pub fn is_project(self) -> bool {
+        self.server().is_some()
+    }
+
+    /// How to start this system's `chat-server`, for the project's rows.
+    fn server(self) -> Option<project::Server> {
+        let own = || project::server_binary();
+        Some(match self {
+            Kind::Project => project::Server::new(own()),
+            Kind::ProjectSpinOff => project::Server {
+                spin_us: Some(0),
+                ..project::Server::new(own())
+            },
+            Kind::ProjectDotnet => project::Server {
+                wire: Wire::Dotnet,
+                ..project::Server::new(own())
+            },
+            Kind::Baseline => project::Server::new(project::baseline_binary()?),
+            _ => return None,
+        })
+    }
+
+    /// The wire this system's clients speak.
+    pub fn wire(self) -> Wire {
+        self.server().map_or(Wire::Line, |server| server.wire)
     }
 
     /// The `--serve` argument that starts this relay, for the relays that
@@ -78,7 +155,7 @@ impl Kind {
             Kind::Threaded => Some("threaded"),
             Kind::TokioCurrentThread => Some("tokio-current-thread"),
             Kind::TokioMultiThread => Some("tokio-multi-thread"),
-            Kind::Project | Kind::Direct => None,
+            _ => None,
         }
     }
 }
@@ -106,7 +183,7 @@ pub fn serve(name: &str) -> ! {
             Kind::Threaded => threaded::serve(listener),
             Kind::TokioCurrentThread => tokio_relay::serve(listener, tokio_relay::Flavor::Current),
             Kind::TokioMultiThread => tokio_relay::serve(listener, tokio_relay::Flavor::Multi),
-            Kind::Project | Kind::Direct => unreachable!("not a relay of this binary"),
+            _ => unreachable!("not a relay of this binary"),
         }
     })();
     if let Err(e) = result {
@@ -130,12 +207,12 @@ impl System {
     /// Starts `kind`. The project gets `workers` worker ports, so it can hold
     /// `workers / 2` pairs; the other relays take any number.
     pub fn start(kind: Kind, workers: usize) -> io::Result<System> {
-        let (process, addr) = match kind {
-            Kind::Project => {
-                let (process, portal) = project::start(workers)?;
+        let (process, addr) = match (kind, kind.server()) {
+            (_, Some(server)) => {
+                let (process, portal) = server.start(workers)?;
                 (Some(process), Some(portal))
             }
-            Kind::Direct => (None, None),
+            (Kind::Direct, None) => (None, None),
             _ => {
                 let serve_name = kind.serve_name().expect("a relay");
                 let mut command = Command::new(std::env::current_exe()?);
@@ -155,17 +232,19 @@ impl System {
     /// Connects a new pair and passes a line each way through it, so the
     /// pair is known to work and every server notice has been read.
     pub fn connect_pair(&self) -> io::Result<Pair> {
+        let wire = self.kind.wire();
         let mut pair = match (self.kind, self.addr) {
             (Kind::Direct, _) => direct::connect_pair()?,
-            (Kind::Project, Some(portal)) => Pair {
-                a: project::join(portal)?,
-                b: project::join(portal)?,
+            (kind, Some(portal)) if kind.is_project() => Pair {
+                a: project::join(portal, wire)?,
+                b: project::join(portal, wire)?,
             },
             (_, Some(addr)) => {
                 // The relays pair connections in the order they accept them,
                 // and connecting from one thread fixes that order.
-                let a = Endpoint::new(TcpStream::connect_timeout(&addr, STALL_TIMEOUT)?)?;
-                let b = Endpoint::new(TcpStream::connect_timeout(&addr, STALL_TIMEOUT)?)?;
+                let connect = || TcpStream::connect_timeout(&addr, STALL_TIMEOUT);
+                let a = Endpoint::new(connect()?, wire)?;
+                let b = Endpoint::new(connect()?, wire)?;
                 Pair { a, b }
             }
             (_, None) => unreachable!("every relay has an address"),
@@ -223,62 +302,105 @@ impl Drop for ChildProcess {
     }
 }
 
-/// One client's end: a TCP socket and a line reader over it.
+/// One client's end: a TCP socket, the wire its messages are framed in, and
+/// a reader that cuts messages out of what arrives.
 ///
 /// Every system is driven through this same type, so the client side costs
-/// the same everywhere. Lines are read with their `\n`, which lets an echo
-/// send back exactly what came in with one `write`.
+/// the same everywhere; messages are cut out by the project's own codecs
+/// (`portal_chat::wire`), which on the line wire is a `memchr` for the
+/// newline. A message is read as its whole frame (newline or length prefix
+/// included), which lets an echo send back exactly what came in with one
+/// `write`, and as its text.
 pub struct Endpoint {
     stream: TcpStream,
+    wire: Wire,
     buffer: Vec<u8>,
     /// The unread bytes are `buffer[start..end]`.
     start: usize,
     end: usize,
 }
 
+/// Where one message is in an [`Endpoint`]'s buffer.
+struct Found {
+    frame: Range<usize>,
+    text: Range<usize>,
+}
+
 impl Endpoint {
-    /// Wraps a connected socket, turns Nagle's algorithm off and bounds
-    /// every read and write by [`STALL_TIMEOUT`].
-    pub fn new(stream: TcpStream) -> io::Result<Endpoint> {
+    /// Wraps a connected socket that speaks `wire`, turns Nagle's algorithm
+    /// off and bounds every read and write by [`STALL_TIMEOUT`].
+    pub fn new(stream: TcpStream, wire: Wire) -> io::Result<Endpoint> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(STALL_TIMEOUT))?;
         stream.set_write_timeout(Some(STALL_TIMEOUT))?;
         Ok(Endpoint {
             stream,
+            wire,
             buffer: vec![0; READ_BUFFER],
             start: 0,
             end: 0,
         })
     }
 
-    /// Writes `bytes` (one or more whole lines) in as few calls as the
+    /// The wire this endpoint speaks.
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
+    /// Writes `bytes` (one or more whole frames) in as few calls as the
     /// socket allows.
     pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
     }
 
-    /// The next line, `\n` included.
-    pub fn read_line(&mut self) -> io::Result<&[u8]> {
-        let range = self.next_line()?;
-        Ok(&self.buffer[range])
+    /// Frames `text` and writes it.
+    pub fn send_text(&mut self, text: &[u8]) -> io::Result<()> {
+        let mut frame = Vec::with_capacity(text.len() + 8);
+        self.wire.encode(text, &mut frame);
+        self.stream.write_all(&frame)
     }
 
-    /// Reads the next line and writes it straight back.
-    pub fn echo_line(&mut self) -> io::Result<()> {
-        let range = self.next_line()?;
-        self.stream.write_all(&self.buffer[range])
+    /// The next message's whole frame, reading as needed.
+    pub fn read_frame(&mut self) -> io::Result<&[u8]> {
+        let found = self.next_message()?;
+        Ok(&self.buffer[found.frame])
     }
 
-    /// Whatever bytes come next, for a reader that only counts: first the
-    /// buffered ones, else one `read`. Empty at end of stream.
-    pub fn read_chunk(&mut self) -> io::Result<&[u8]> {
-        if self.start < self.end {
-            let range = self.start..self.end;
-            (self.start, self.end) = (0, 0);
-            return Ok(&self.buffer[range]);
+    /// The next message's text, reading as needed.
+    pub fn read_text(&mut self) -> io::Result<&[u8]> {
+        let found = self.next_message()?;
+        Ok(&self.buffer[found.text])
+    }
+
+    /// Reads the next message and writes its frame straight back.
+    pub fn echo(&mut self) -> io::Result<()> {
+        let found = self.next_message()?;
+        self.stream.write_all(&self.buffer[found.frame])
+    }
+
+    /// Reads once, waiting for bytes, for a reader that takes every message
+    /// already buffered with [`buffered`](Self::buffered) before it reads
+    /// again. A timeout set with [`set_read_timeout`](Self::set_read_timeout)
+    /// comes back as `WouldBlock` or `TimedOut`; nothing is lost then.
+    pub fn fill(&mut self) -> io::Result<()> {
+        // Keep the partial message, at the front of the buffer.
+        self.buffer.copy_within(self.start..self.end, 0);
+        (self.start, self.end) = (0, self.end - self.start);
+        match self.stream.read(&mut self.buffer[self.end..])? {
+            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                self.end += n;
+                Ok(())
+            }
         }
-        let n = self.stream.read(&mut self.buffer)?;
-        Ok(&self.buffer[..n])
+    }
+
+    /// The next complete message already read, as (frame length, text),
+    /// without reading; `None` if there is none.
+    pub fn buffered(&mut self) -> io::Result<Option<(usize, &[u8])>> {
+        Ok(self
+            .decode()?
+            .map(|found| (found.frame.len(), &self.buffer[found.text])))
     }
 
     /// The socket itself, for a workload that drives many endpoints from
@@ -294,25 +416,35 @@ impl Endpoint {
             .set_read_timeout(Some(timeout.unwrap_or(STALL_TIMEOUT)))
     }
 
-    /// Finds the next complete line, reading as needed, and consumes it.
-    fn next_line(&mut self) -> io::Result<Range<usize>> {
+    /// Finds the next complete message, reading as needed, and consumes it.
+    fn next_message(&mut self) -> io::Result<Found> {
         loop {
-            let unread = &self.buffer[self.start..self.end];
-            if let Some(newline) = unread.iter().position(|&b| b == b'\n') {
-                let line = self.start..self.start + newline + 1;
-                self.start = line.end;
-                return Ok(line);
+            if let Some(found) = self.decode()? {
+                return Ok(found);
             }
-            // Keep the partial line, at the front of the buffer.
-            self.buffer.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-            if self.end == self.buffer.len() {
-                return Err(invalid("line longer than the read buffer".into()));
+            self.fill()?;
+        }
+    }
+
+    /// Cuts the next complete message out of the unread bytes with the
+    /// wire's codec and consumes it.
+    fn decode(&mut self) -> io::Result<Option<Found>> {
+        let unread = &self.buffer[self.start..self.end];
+        match self.wire.decode(unread, 0, MAX_MESSAGE) {
+            Ok(Some(frame)) => {
+                let at = self.start;
+                self.start += frame.len;
+                Ok(Some(Found {
+                    frame: at..at + frame.len,
+                    text: at + frame.text.start..at + frame.text.end,
+                }))
             }
-            match self.stream.read(&mut self.buffer[self.end..])? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => self.end += n,
-            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(invalid(format!(
+                "undecodable {} message ({e:?}) in {:?}",
+                self.wire,
+                String::from_utf8_lossy(&unread[..unread.len().min(80)])
+            ))),
         }
     }
 }
@@ -326,26 +458,26 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// Passes one `sync` line from A to B and one back, skipping the server's
-    /// notices (`SERVER…` lines, such as "Partner … connected") on the way.
-    /// Afterwards nothing is left unread on either side.
+    /// Passes one `sync` message from A to B and one back, skipping the
+    /// server's notices (`SERVER…` messages, such as "Partner … connected")
+    /// on the way. Afterwards nothing is left unread on either side.
     pub fn sync(&mut self) -> io::Result<()> {
-        pass_sync_line(&mut self.a, &mut self.b)?;
-        pass_sync_line(&mut self.b, &mut self.a)
+        pass_sync(&mut self.a, &mut self.b)?;
+        pass_sync(&mut self.b, &mut self.a)
     }
 }
 
-fn pass_sync_line(from: &mut Endpoint, to: &mut Endpoint) -> io::Result<()> {
-    const SYNC: &[u8] = b"sync\n";
-    from.write_all(SYNC)?;
+fn pass_sync(from: &mut Endpoint, to: &mut Endpoint) -> io::Result<()> {
+    const SYNC: &[u8] = b"sync";
+    from.send_text(SYNC)?;
     loop {
-        let line = to.read_line()?;
-        if line == SYNC {
+        let text = to.read_text()?;
+        if text == SYNC {
             return Ok(());
         }
-        if !line.starts_with(b"SERVER") {
-            let line = String::from_utf8_lossy(line).into_owned();
-            return Err(invalid(format!("expected the sync line, got {line:?}")));
+        if !text.starts_with(b"SERVER") {
+            let text = String::from_utf8_lossy(text).into_owned();
+            return Err(invalid(format!("expected the sync message, got {text:?}")));
         }
     }
 }

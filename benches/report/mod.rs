@@ -41,6 +41,11 @@ impl Cell {
     pub fn empty() -> Cell {
         Cell::text("—")
     }
+
+    /// The text shown.
+    pub fn shown(&self) -> &str {
+        &self.text
+    }
 }
 
 /// A titled table; the first column names the row.

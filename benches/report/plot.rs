@@ -1,9 +1,14 @@
-//! A percentile plot as SVG text, drawn by hand (no plotting crate).
+//! Plots as SVG text, drawn by hand (no plotting crate).
 //!
-//! The layout follows HdrHistogram's own plots: the x axis is the percentile
-//! on a "nines" scale (0 %, 90 %, 99 %, 99.9 %, … equally spaced, that is
-//! `-log10(1 - p)`), the y axis is the latency on a log scale, one line per
-//! system. Several panels sit side by side under one legend.
+//! - [`percentile_plot`] follows HdrHistogram's own plots: the x axis is the
+//!   percentile on a "nines" scale (0 %, 90 %, 99 %, 99.9 %, … equally
+//!   spaced, that is `-log10(1 - p)`), the y axis is the latency on a log
+//!   scale, one line per system.
+//! - [`rate_plot`] is the open loop's: a latency percentile against the
+//!   offered rate, both on log scales, one line per system, with a
+//!   threshold drawn across.
+//!
+//! Several panels sit side by side under one legend.
 
 use std::fmt::Write;
 
@@ -36,7 +41,8 @@ const MARGIN_LEFT: f64 = 70.0;
 const MARGIN_RIGHT: f64 = 36.0;
 const MARGIN_TOP: f64 = 60.0;
 const MARGIN_BOTTOM: f64 = 50.0;
-const LEGEND_HEIGHT: f64 = 40.0;
+/// Height of one row of the legend.
+const LEGEND_ROW: f64 = 22.0;
 /// Points per decade of the percentile axis.
 const STEPS_PER_NINE: usize = 40;
 /// No axis goes further than 99.999 %.
@@ -44,8 +50,26 @@ const MAX_NINES: usize = 5;
 
 /// Draws the panels side by side under `title`, with a shared legend.
 pub fn percentile_plot(title: &str, panels: &[Panel]) -> String {
-    let width = PANEL_WIDTH * panels.len() as f64;
-    let height = PANEL_HEIGHT + LEGEND_HEIGHT;
+    let legend: Vec<(&str, &str, bool)> = panels.first().map_or_else(Vec::new, |first| {
+        first
+            .series
+            .iter()
+            .map(|s| (s.name, s.color, s.dashed))
+            .collect()
+    });
+    let mut svg = open_svg(title, panels.len(), &legend);
+    for (i, panel) in panels.iter().enumerate() {
+        draw_panel(&mut svg, panel, PANEL_WIDTH * i as f64);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The SVG header, background, title and legend, for `panels` panels side
+/// by side.
+fn open_svg(title: &str, panels: usize, legend: &[(&str, &str, bool)]) -> String {
+    let width = PANEL_WIDTH * panels as f64;
+    let height = PANEL_HEIGHT + legend_height(legend, width);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -58,13 +82,7 @@ pub fn percentile_plot(title: &str, panels: &[Panel]) -> String {
         width / 2.0,
         escape(title)
     );
-    for (i, panel) in panels.iter().enumerate() {
-        draw_panel(&mut svg, panel, PANEL_WIDTH * i as f64);
-    }
-    if let Some(first) = panels.first() {
-        draw_legend(&mut svg, &first.series, PANEL_HEIGHT + 10.0);
-    }
-    svg.push_str("</svg>\n");
+    draw_legend(&mut svg, legend, PANEL_HEIGHT + 10.0, width);
     svg
 }
 
@@ -186,30 +204,258 @@ fn draw_panel(svg: &mut String, panel: &Panel, left: f64) {
     }
 }
 
-/// One row of legend entries at height `top`.
-fn draw_legend(svg: &mut String, series: &[Series], top: f64) {
+/// Where each legend entry goes, left to right in rows that fit `width`:
+/// `(x, row)`.
+fn legend_layout(entries: &[(&str, &str, bool)], width: f64) -> Vec<(f64, usize)> {
     let mut x = MARGIN_LEFT;
-    for s in series {
-        let dash = if s.dashed {
+    let mut row = 0;
+    entries
+        .iter()
+        .map(|(name, _, _)| {
+            let entry_width = 40.0 + 7.0 * name.chars().count() as f64;
+            if x > MARGIN_LEFT && x + entry_width > width - MARGIN_RIGHT {
+                x = MARGIN_LEFT;
+                row += 1;
+            }
+            let at = (x, row);
+            x += entry_width;
+            at
+        })
+        .collect()
+}
+
+/// The legend's height, with a margin below it.
+fn legend_height(entries: &[(&str, &str, bool)], width: f64) -> f64 {
+    let rows = legend_layout(entries, width)
+        .last()
+        .map_or(0, |&(_, row)| row + 1);
+    rows as f64 * LEGEND_ROW + 18.0
+}
+
+/// The legend entries, `(name, colour, dashed)`, in rows from height `top`.
+fn draw_legend(svg: &mut String, entries: &[(&str, &str, bool)], top: f64, width: f64) {
+    for (&(name, color, dashed), (x, row)) in entries.iter().zip(legend_layout(entries, width)) {
+        let dash = if dashed {
             r#" stroke-dasharray="6,4""#
         } else {
             ""
         };
-        let y = top + 12.0;
+        let y = top + 12.0 + LEGEND_ROW * row as f64;
         let _ = writeln!(
             svg,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="3"{dash}/>"#,
+            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="3"{dash}/>"#,
             x + 24.0,
-            s.color
         );
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{}">{}</text>"#,
             x + 30.0,
             y + 4.0,
-            escape(s.name)
+            escape(name)
         );
-        x += 40.0 + 7.0 * s.name.len() as f64;
+    }
+}
+
+/// One line of a [`rate_plot`] panel.
+pub struct RateSeries<'a> {
+    /// Legend text.
+    pub name: &'a str,
+    /// SVG colour.
+    pub color: &'a str,
+    /// Drawn dashed (used for the reference system).
+    pub dashed: bool,
+    /// `(offered rate per second, latency in ns)`, in increasing rate.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart of a [`rate_plot`].
+pub struct RatePanel<'a> {
+    /// Shown above the chart.
+    pub title: String,
+    /// The lines; every panel lists the same systems in the same order.
+    pub series: Vec<RateSeries<'a>>,
+}
+
+/// Draws latency against offered rate, log–log, one panel per entry of
+/// `panels`, with a dashed horizontal line at `threshold_ns` labelled
+/// `threshold_label`.
+pub fn rate_plot(
+    title: &str,
+    y_label: &str,
+    threshold_ns: f64,
+    threshold_label: &str,
+    panels: &[RatePanel],
+) -> String {
+    let legend: Vec<(&str, &str, bool)> = panels.first().map_or_else(Vec::new, |first| {
+        first
+            .series
+            .iter()
+            .map(|s| (s.name, s.color, s.dashed))
+            .collect()
+    });
+    let mut svg = open_svg(title, panels.len(), &legend);
+    for (i, panel) in panels.iter().enumerate() {
+        draw_rate_panel(
+            &mut svg,
+            panel,
+            PANEL_WIDTH * i as f64,
+            y_label,
+            (threshold_ns, threshold_label),
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Draws one rate panel with its left edge at `left`.
+fn draw_rate_panel(
+    svg: &mut String,
+    panel: &RatePanel,
+    left: f64,
+    y_label: &str,
+    (threshold_ns, threshold_label): (f64, &str),
+) {
+    let (x0, x1) = (left + MARGIN_LEFT, left + PANEL_WIDTH - MARGIN_RIGHT);
+    let (y0, y1) = (PANEL_HEIGHT - MARGIN_BOTTOM, MARGIN_TOP);
+    let points = || panel.series.iter().flat_map(|s| s.points.iter());
+    let decades = |values: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = values
+            .filter(|v| *v > 0.0)
+            .map(f64::log10)
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if lo <= hi {
+            (lo.floor(), hi.ceil().max(lo.floor() + 1.0))
+        } else {
+            (0.0, 1.0)
+        }
+    };
+    let (x_low, x_high) = decades(&mut points().map(|&(rate, _)| rate));
+    // Latencies in µs; the threshold is always in view.
+    let (y_low, y_high) = decades(
+        &mut points()
+            .map(|&(_, ns)| ns / 1000.0)
+            .chain([threshold_ns / 1000.0]),
+    );
+    let to_x = |rate: f64| x0 + (x1 - x0) * (rate.log10() - x_low) / (x_high - x_low);
+    let to_y = |micros: f64| y0 - (y0 - y1) * (micros.log10() - y_low) / (y_high - y_low);
+
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{}</text>"#,
+        (x0 + x1) / 2.0,
+        y1 - 14.0,
+        escape(&panel.title)
+    );
+    for decade in y_low as i32..=y_high as i32 {
+        for (factor, major) in [(1.0, true), (2.0, false), (5.0, false)] {
+            let micros = factor * 10f64.powi(decade);
+            if micros.log10() > y_high + 1e-9 {
+                continue;
+            }
+            let y = to_y(micros);
+            let stroke = if major { "#bbb" } else { "#e6e6e6" };
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="{stroke}"/>"#
+            );
+            if major {
+                let _ = writeln!(
+                    svg,
+                    r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+                    x0 - 6.0,
+                    y + 4.0,
+                    duration_label(micros)
+                );
+            }
+        }
+    }
+    for decade in x_low as i32..=x_high as i32 {
+        for (factor, major) in [(1.0, true), (2.0, false), (5.0, false)] {
+            let rate = factor * 10f64.powi(decade);
+            if rate.log10() > x_high + 1e-9 {
+                continue;
+            }
+            let x = to_x(rate);
+            let stroke = if major { "#bbb" } else { "#e6e6e6" };
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{y1}" stroke="{stroke}"/>"#
+            );
+            if major {
+                let _ = writeln!(
+                    svg,
+                    r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                    y0 + 16.0,
+                    rate_label(rate)
+                );
+            }
+        }
+    }
+    let y = to_y(threshold_ns / 1000.0);
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#000" stroke-dasharray="2,3"/>"##
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+        x1 - 4.0,
+        y - 4.0,
+        escape(threshold_label)
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">offered rate (messages/s, log scale)</text>"#,
+        (x0 + x1) / 2.0,
+        y0 + 36.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">{} (log scale)</text>"#,
+        left + 16.0,
+        (y0 + y1) / 2.0,
+        escape(y_label)
+    );
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{x0}" y="{y1}" width="{}" height="{}" fill="none" stroke="#444"/>"##,
+        x1 - x0,
+        y0 - y1
+    );
+    for series in &panel.series {
+        let dash = if series.dashed {
+            r#" stroke-dasharray="6,4""#
+        } else {
+            ""
+        };
+        let points: Vec<String> = series
+            .points
+            .iter()
+            .map(|&(rate, ns)| format!("{:.1},{:.1}", to_x(rate), to_y(ns / 1000.0)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/>"#,
+            series.color,
+            points.join(" ")
+        );
+        for point in &points {
+            let (x, y) = point.split_once(',').expect("x,y");
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{x}" cy="{y}" r="2.5" fill="{}"/>"#,
+                series.color
+            );
+        }
+    }
+}
+
+/// A power-of-ten rate: `1k`, `100k`, `1M`.
+fn rate_label(rate: f64) -> String {
+    match rate {
+        r if r >= 1e6 => format!("{}M", (r / 1e6).round()),
+        r if r >= 1e3 => format!("{}k", (r / 1e3).round()),
+        r => format!("{}", r.round()),
     }
 }
 

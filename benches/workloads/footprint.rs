@@ -1,6 +1,8 @@
 //! Footprint: what a server costs while it does nothing, empty and with many
 //! idle clients connected. Readings come from `/proc/PID/…`: resident memory
-//! (`VmRSS`, and its private part from `smaps_rollup`), CPU time (`utime + stime`, in clock ticks of 10 ms) and
+//! (`VmRSS`, and its private part from `smaps_rollup`), CPU time (`utime +
+//! stime`, in clock ticks of 10 ms, and the threads' `schedstat`, in
+//! nanoseconds) and
 //! wake-ups (voluntary context switches, summed over the process's threads;
 //! a single-threaded event loop wakes once per wait that ends).
 //!
@@ -26,6 +28,7 @@ struct Reading {
     rss_kib: u64,
     private_kib: u64,
     cpu_ticks: u64,
+    cpu_ns: u64,
     wakeups: u64,
     threads: u64,
 }
@@ -41,6 +44,8 @@ pub struct Window {
     pub private_kib: u64,
     /// CPU ticks (10 ms) used during the window.
     pub cpu_ticks: u64,
+    /// CPU time used during the window, to the microsecond.
+    pub cpu_us: u64,
     /// Wake-ups during the window.
     pub wakeups: u64,
     /// Threads at the end of the window.
@@ -52,6 +57,8 @@ pub struct Window {
 pub struct Footprint {
     /// Which server, in which configuration.
     pub name: String,
+    /// The system.
+    pub kind: Kind,
     /// With no client.
     pub idle: Window,
     /// With `clients` idle clients connected (and paired, each pair having
@@ -68,40 +75,35 @@ impl Footprint {
     }
 }
 
-/// Measures the project with its default 4 workers (empty only), the project
-/// with one worker per client, and the three relays, each empty and then
-/// with `clients` clients; every window lasts `idle_window`.
-pub fn run(clients: usize, idle_window: Duration) -> io::Result<Vec<Footprint>> {
-    let subjects = vec![
-        (
-            "project, 4 workers (default)".to_string(),
-            System::start(Kind::Project, 4)?,
-            false,
-        ),
-        (
-            format!("project, {clients} workers"),
-            System::start(Kind::Project, clients)?,
-            true,
-        ),
-        (
-            Kind::Threaded.name().to_string(),
-            System::start(Kind::Threaded, 0)?,
-            true,
-        ),
-        (
-            Kind::TokioCurrentThread.name().to_string(),
-            System::start(Kind::TokioCurrentThread, 0)?,
-            true,
-        ),
-        (
-            Kind::TokioMultiThread.name().to_string(),
-            System::start(Kind::TokioMultiThread, 0)?,
-            true,
-        ),
-    ];
-    let pids: Vec<u32> = subjects
+/// A server to measure: its name in the table, the system, how many worker
+/// ports (the project's rows), and whether clients connect to it for the
+/// second window.
+pub struct Subject {
+    /// Which server, in which configuration.
+    pub name: String,
+    /// The system.
+    pub kind: Kind,
+    /// Worker ports, for a `chat-server`.
+    pub workers: usize,
+    /// Whether `clients` clients connect for the second window.
+    pub connect: bool,
+}
+
+/// Starts every subject, measures them all through an idle window, connects
+/// `clients` clients to each subject that takes them, and measures another
+/// window; every window lasts `idle_window`.
+pub fn run(
+    subjects: Vec<Subject>,
+    clients: usize,
+    idle_window: Duration,
+) -> io::Result<Vec<Footprint>> {
+    let systems: Vec<System> = subjects
         .iter()
-        .map(|(_, s, _)| s.pid().expect("a server process"))
+        .map(|s| System::start(s.kind, s.workers))
+        .collect::<io::Result<_>>()?;
+    let pids: Vec<u32> = systems
+        .iter()
+        .map(|s| s.pid().expect("a server process"))
         .collect();
 
     std::thread::sleep(SETTLE);
@@ -109,8 +111,8 @@ pub fn run(clients: usize, idle_window: Duration) -> io::Result<Vec<Footprint>> 
 
     // Kept alive (and so connected) until the second window ends.
     let mut pairs: Vec<Pair> = Vec::new();
-    for (_, system, connect) in &subjects {
-        if *connect {
+    for (subject, system) in subjects.iter().zip(&systems) {
+        if subject.connect {
             for _ in 0..clients / 2 {
                 pairs.push(system.connect_pair()?);
             }
@@ -123,10 +125,11 @@ pub fn run(clients: usize, idle_window: Duration) -> io::Result<Vec<Footprint>> 
     Ok(subjects
         .into_iter()
         .zip(idle.into_iter().zip(connected))
-        .map(|((name, _, connect), (idle, connected))| Footprint {
-            name,
+        .map(|(subject, (idle, connected))| Footprint {
+            name: subject.name,
+            kind: subject.kind,
             idle,
-            connected: connect.then_some((clients, connected)),
+            connected: subject.connect.then_some((clients, connected)),
         })
         .collect())
 }
@@ -146,6 +149,7 @@ fn measure_window(pids: &[u32], window: Duration) -> io::Result<Vec<Window>> {
                 rss_kib: after.rss_kib,
                 private_kib: after.private_kib,
                 cpu_ticks: after.cpu_ticks - before.cpu_ticks,
+                cpu_us: after.cpu_ns.saturating_sub(before.cpu_ns) / 1000,
                 wakeups: after.wakeups - before.wakeups,
                 threads: after.threads,
             })
@@ -162,6 +166,7 @@ fn read(pid: u32) -> io::Result<Reading> {
     let private_kib =
         status_field(&rollup, "Private_Clean:")? + status_field(&rollup, "Private_Dirty:")?;
     let cpu_ticks = cpu_ticks(pid)?;
+    let cpu_ns = cpu_ns(pid)?;
     let mut wakeups = 0;
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
         // A thread may end between listing and reading: skip it.
@@ -173,6 +178,7 @@ fn read(pid: u32) -> io::Result<Reading> {
         rss_kib,
         private_kib,
         cpu_ticks,
+        cpu_ns,
         wakeups,
         threads,
     })
@@ -193,6 +199,26 @@ pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
             .ok_or_else(|| bad("stat"))
     };
     Ok(field(11)? + field(12)?)
+}
+
+/// CPU time the process has used so far, user and system, in nanoseconds:
+/// the sum of its threads' time on a CPU (`/proc/PID/task/TID/schedstat`),
+/// which the kernel keeps to the nanosecond where `stat` rounds to ticks. A
+/// thread that has ended no longer counts; the relays measured keep theirs
+/// for as long as their pairs are connected.
+pub fn cpu_ns(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may end between listing and reading: skip it.
+        if let Ok(schedstat) = fs::read_to_string(task?.path().join("schedstat")) {
+            total += schedstat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .ok_or_else(|| bad("schedstat"))?;
+        }
+    }
+    Ok(total)
 }
 
 /// The number after `name` in a `/proc/…/status` (or `smaps_rollup`) text.

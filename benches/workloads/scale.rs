@@ -30,10 +30,11 @@ use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 
 use super::footprint::status_field;
-use super::{latency_histogram, line_of, ping_pong, setup};
-use crate::peers::project::{self, SERVER_BINARY};
+use super::{latency_histogram, message_of, ping_pong, setup};
+use crate::peers::project;
 use crate::peers::{ChildProcess, Pair, invalid};
 use crate::report::{Cell, Table};
+use portal_chat::wire::Wire;
 
 /// The scale server's portal port; its workers take the ports above it.
 /// Fixed, and below the ephemeral range, so that no client socket of this
@@ -137,10 +138,10 @@ impl Server {
             let mut command = Command::new("prlimit");
             command
                 .arg(format!("--nofile={nofile}:{nofile}"))
-                .arg(SERVER_BINARY);
+                .arg(project::server_binary());
             command
         } else {
-            Command::new(SERVER_BINARY)
+            Command::new(project::server_binary())
         };
         command
             .args([
@@ -269,7 +270,7 @@ fn fill(server: &Server) -> io::Result<(Vec<Pair>, Histogram<u64>, Duration)> {
     let mut pairs = Vec::with_capacity(server.workers / 2);
     let mut join = || -> io::Result<_> {
         let began = Instant::now();
-        let endpoint = project::join(server.portal)?;
+        let endpoint = project::join(server.portal, Wire::Line)?;
         let took = began.elapsed();
         joining += took;
         joins.saturating_record(took.as_nanos() as u64);
@@ -396,7 +397,7 @@ fn background_load(pairs: &[Pair], stop: &AtomicBool) -> io::Result<u64> {
     }
     let result = (|| -> io::Result<u64> {
         let mut poll = poll;
-        let line = line_of(64, b"load");
+        let (line, _) = message_of(Wire::Line, 64, b"load");
         let rate = LOAD_RATE * pairs.len() as f64;
         let mut events = Events::with_capacity(1024);
         let mut buffer = vec![0; 64 * 1024];
@@ -507,8 +508,8 @@ pub fn run() -> io::Result<Vec<Table>> {
 
     crate::progress(&format!("scale: joining {} clients", big.workers));
     let mut small_pair = Pair {
-        a: project::join(small.portal)?,
-        b: project::join(small.portal)?,
+        a: project::join(small.portal, Wire::Line)?,
+        b: project::join(small.portal, Wire::Line)?,
     };
     small_pair.sync()?;
     let (mut pairs, fill_joins, fill_joining) = fill(&big)?;

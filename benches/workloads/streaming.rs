@@ -1,20 +1,24 @@
-//! Streaming throughput: on every pair, A's writer sends batches of lines as
-//! fast as the system takes them (it never waits for an answer) and B's
-//! reader counts the lines that come out. The rate is taken at the readers,
-//! over a window that starts after a warm-up, so buffers filling at the start
-//! do not count as throughput.
+//! Streaming throughput: on every pair, A's writer sends batches of messages
+//! as fast as the system takes them (it never waits for an answer) and B's
+//! reader counts the messages that come out. The rate is taken at the
+//! readers, over a window that starts after a warm-up, so buffers filling at
+//! the start do not count as throughput.
+//!
+//! The same stream is the load of the "beside a stream" workload
+//! ([`run_during`]): there the window is however long another pair's
+//! measurement takes.
 
 use std::io::{self, ErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::line_of;
+use super::message_of;
 use crate::peers::{Pair, STALL_TIMEOUT, invalid};
 
-/// Bytes per line, newline included.
+/// Bytes per message, newline or prefix included.
 pub const LINE_LEN: usize = 64;
 
-/// Lines per `write`: 64 KiB at a time.
+/// Messages per `write`: 64 KiB at a time.
 const LINES_PER_WRITE: u64 = 1024;
 
 /// How often a draining reader looks whether its writer has finished.
@@ -23,11 +27,11 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// What the readers received during the window, per second.
 #[derive(Debug, Clone, Copy)]
 pub struct Throughput {
-    /// Lines per second, all pairs together.
+    /// Messages per second, all pairs together.
     pub lines_per_sec: f64,
-    /// Bytes per second (newlines included), all pairs together.
+    /// Bytes per second (framing included), all pairs together.
     pub bytes_per_sec: f64,
-    /// Every line received, warm-up and drain included.
+    /// Every message received, warm-up and drain included.
     pub total_lines: u64,
 }
 
@@ -35,11 +39,30 @@ pub struct Throughput {
 /// Afterwards each reader drains everything its writer sent, so the pairs
 /// are clean for the next workload.
 pub fn run(pairs: &mut [Pair], warmup: Duration, window: Duration) -> io::Result<Throughput> {
-    let batch = line_of(LINE_LEN, b"stream").repeat(LINES_PER_WRITE as usize);
+    let (throughput, ()) = run_during(pairs, warmup, || {
+        std::thread::sleep(window);
+        Ok(())
+    })?;
+    Ok(throughput)
+}
+
+/// Streams on every pair at once and, after `warmup`, runs `during` on this
+/// thread; the window is the time `during` takes. Stops and drains the
+/// streams afterwards, and returns their rate over the window with what
+/// `during` returned.
+pub fn run_during<T>(
+    pairs: &mut [Pair],
+    warmup: Duration,
+    during: impl FnOnce() -> io::Result<T>,
+) -> io::Result<(Throughput, T)> {
+    let wire = pairs.first().map(|p| p.a.wire()).unwrap_or_default();
+    let batch = message_of(wire, LINE_LEN, b"stream")
+        .0
+        .repeat(LINES_PER_WRITE as usize);
     let lines = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    // Lines each pair's writer sent, published once it has stopped.
+    // Messages each pair's writer sent, published once it has stopped.
     let sent_per_pair: Vec<AtomicU64> = pairs.iter().map(|_| AtomicU64::new(u64::MAX)).collect();
     let (lines, bytes, stop, batch) = (&lines, &bytes, &stop, &batch);
     std::thread::scope(|scope| {
@@ -60,13 +83,18 @@ pub fn run(pairs: &mut [Pair], warmup: Duration, window: Duration) -> io::Result
                 let mut received = 0;
                 let mut last_progress = Instant::now();
                 while received != sent.load(Ordering::Acquire) {
-                    match b.read_chunk() {
-                        Ok([]) => return Err(ErrorKind::UnexpectedEof.into()),
-                        Ok(chunk) => {
-                            let n = chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
+                    match b.fill() {
+                        Ok(()) => {
+                            // Every message is cut out with the wire's codec,
+                            // as a client that uses them would.
+                            let (mut n, mut len) = (0, 0);
+                            while let Some((frame_len, _)) = b.buffered()? {
+                                n += 1;
+                                len += frame_len as u64;
+                            }
                             received += n;
                             lines.fetch_add(n, Ordering::Relaxed);
-                            bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            bytes.fetch_add(len, Ordering::Relaxed);
                             last_progress = Instant::now();
                         }
                         Err(e)
@@ -88,7 +116,7 @@ pub fn run(pairs: &mut [Pair], warmup: Duration, window: Duration) -> io::Result
             bytes.load(Ordering::Relaxed),
             Instant::now(),
         );
-        std::thread::sleep(window);
+        let outcome = during();
         let (lines1, bytes1, t1) = (
             lines.load(Ordering::Relaxed),
             bytes.load(Ordering::Relaxed),
@@ -99,10 +127,11 @@ pub fn run(pairs: &mut [Pair], warmup: Duration, window: Duration) -> io::Result
             thread.join().expect("streaming thread panicked")?;
         }
         let secs = (t1 - t0).as_secs_f64();
-        Ok(Throughput {
+        let throughput = Throughput {
             lines_per_sec: (lines1 - lines0) as f64 / secs,
             bytes_per_sec: (bytes1 - bytes0) as f64 / secs,
             total_lines: lines.load(Ordering::Relaxed),
-        })
+        };
+        Ok((throughput, outcome?))
     })
 }
