@@ -416,6 +416,12 @@ impl Endpoint {
             .set_read_timeout(Some(timeout.unwrap_or(STALL_TIMEOUT)))
     }
 
+    /// Limits how long a write may wait; `None` restores [`STALL_TIMEOUT`].
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream
+            .set_write_timeout(Some(timeout.unwrap_or(STALL_TIMEOUT)))
+    }
+
     /// Finds the next complete message, reading as needed, and consumes it.
     fn next_message(&mut self) -> io::Result<Found> {
         loop {

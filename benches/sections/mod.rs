@@ -124,6 +124,18 @@ impl Sweep {
         }
     }
 
+    /// The highest offered rate at which the system kept up (within 1 %),
+    /// whatever its latency: its throughput under an open loop.
+    pub fn keeps_up_to(&self) -> Capacity {
+        match self.steps.iter().rposition(Step::kept_up) {
+            None => Capacity::None,
+            Some(i) if i + 1 == self.steps.len() && self.ran_out_of_rates => {
+                Capacity::AtLeast(self.steps[i].offered)
+            }
+            Some(i) => Capacity::At(self.steps[i].offered),
+        }
+    }
+
     /// The step at `offered`, if the system ran it.
     pub fn at(&self, offered: f64) -> Option<&Step> {
         self.steps.iter().find(|s| s.offered == offered)

@@ -69,6 +69,7 @@ fn ratio_table(results: &Results) -> Table {
             "p99 RTT beside a stream",
             "open-loop capacity, 1 pair",
             &format!("open-loop capacity, {PAIRS} pairs"),
+            "open loop keeps up to, 1 pair",
             "streaming, 1 pair",
             &format!("streaming, {PAIRS} pairs"),
         ],
@@ -80,6 +81,12 @@ fn ratio_table(results: &Results) -> Table {
     let me = Kind::Project;
     let capacity = |sweeps: &super::ByKind<super::Sweep>, kind| {
         sweeps.get(kind).and_then(|s| capacity_value(s.capacity()))
+    };
+    let keeps_up = |kind| {
+        results
+            .open_loop
+            .get(kind)
+            .and_then(|s| capacity_value(s.keeps_up_to()))
     };
     let stream = |kind, all: bool| {
         results
@@ -104,13 +111,14 @@ fn ratio_table(results: &Results) -> Table {
                 capacity(&results.many_pairs, me),
                 capacity(&results.many_pairs, peer),
             ),
+            ratio(keeps_up(me), keeps_up(peer)),
             ratio(stream(me, false), stream(peer, false)),
             ratio(stream(me, true), stream(peer, true)),
         ]);
     }
     table.note(
-        "Capacities are compared where both systems have one; a capacity of \"≥ rate\" (the \
-         sweep ran out of rates) counts as that rate.",
+        "Capacities (and the rates kept up to) are compared where both systems have one; \
+         \"≥ rate\" (the sweep ran out of rates) counts as that rate.",
     );
     table
 }
@@ -298,6 +306,11 @@ impl Comparison for Spin<'_> {
             measures.push(Measure {
                 name: format!("open-loop capacity, {label} (messages/s)"),
                 values: both(&|k| sweeps.get(k).and_then(|s| capacity_value(s.capacity()))),
+                decimals: 0,
+            });
+            measures.push(Measure {
+                name: format!("open loop keeps up to, {label} (messages/s)"),
+                values: both(&|k| sweeps.get(k).and_then(|s| capacity_value(s.keeps_up_to()))),
                 decimals: 0,
             });
         }

@@ -4,7 +4,7 @@
 //! the `memchr` crate that `src/wire/line.rs` uses now.
 //!
 //! The input is what the relay's fast path sees in streaming: a buffer of
-//! 64 KiB of complete lines (64-byte and 1 KiB lines). Four scans walk it
+//! 64 KiB of complete lines (of 32 to 1024 bytes). Four scans walk it
 //! line by line, each as one of the two versions does:
 //!
 //! - *find the newline*: the bare search, once per line: `find_newline`

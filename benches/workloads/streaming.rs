@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::message_of;
-use crate::peers::{Pair, STALL_TIMEOUT, invalid};
+use crate::peers::{Pair, invalid};
 
 /// Bytes per message, newline or prefix included.
 pub const LINE_LEN: usize = 64;
@@ -23,6 +23,13 @@ const LINES_PER_WRITE: u64 = 1024;
 
 /// How often a draining reader looks whether its writer has finished.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// How long a writer may wait on one `write` before the system counts as
+/// stalled. Longer than [`STALL_TIMEOUT`]: with 50 pairs the threaded relay,
+/// which holds its one lock while it blocks writing to a partner, has left
+/// a pair without progress for over 10 s, and a write that times out cannot
+/// be resumed (how much of the batch went is lost), so the run would fail.
+const WRITE_STALL: Duration = Duration::from_secs(60);
 
 /// What the readers received during the window, per second.
 #[derive(Debug, Clone, Copy)]
@@ -70,13 +77,14 @@ pub fn run_during<T>(
         for (pair, sent) in pairs.iter_mut().zip(&sent_per_pair) {
             let Pair { a, b } = pair;
             threads.push(scope.spawn(move || -> io::Result<()> {
+                a.set_write_timeout(Some(WRITE_STALL))?;
                 let mut count = 0;
                 while !stop.load(Ordering::Relaxed) {
                     a.write_all(batch)?;
                     count += LINES_PER_WRITE;
                 }
                 sent.store(count, Ordering::Release);
-                Ok(())
+                a.set_write_timeout(None)
             }));
             threads.push(scope.spawn(move || -> io::Result<()> {
                 b.set_read_timeout(Some(DRAIN_POLL))?;
@@ -100,7 +108,7 @@ pub fn run_during<T>(
                         Err(e)
                             if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
                         {
-                            if last_progress.elapsed() > STALL_TIMEOUT {
+                            if last_progress.elapsed() > WRITE_STALL {
                                 return Err(invalid("streaming stalled".into()));
                             }
                         }
