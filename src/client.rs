@@ -90,7 +90,8 @@ pub enum JoinError {
     /// The worker port refused the passcode (also what a lapsed reservation
     /// looks like).
     Refused,
-    /// The server said something that is not in the protocol.
+    /// The server said something that is not in the protocol; empty if it
+    /// closed before a whole answer.
     Protocol(String),
     /// A socket error, including a timeout waiting for an answer.
     Io(io::Error),
@@ -103,6 +104,9 @@ impl fmt::Display for JoinError {
                 write!(f, "the server stayed full ({attempts} attempt(s))")
             }
             JoinError::Refused => write!(f, "the worker port refused the passcode"),
+            JoinError::Protocol(line) if line.is_empty() => {
+                write!(f, "the server closed before a whole answer")
+            }
             JoinError::Protocol(line) => write!(f, "unexpected answer from the server: {line:?}"),
             JoinError::Io(e) => write!(f, "{e}"),
         }
@@ -218,7 +222,7 @@ fn request_port_any(
     stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let text = MessageReader::new(stream, wire)
         .next_text()?
-        .ok_or_else(|| JoinError::Protocol("portal closed without answering".into()))?;
+        .ok_or_else(|| JoinError::Protocol(String::new()))?;
     // Not UTF-8 is not a portal reply either: reported as what it was.
     let text = String::from_utf8_lossy(&text).into_owned();
     let answer = parse_portal_reply_with_wire(&text, wire).ok_or(JoinError::Protocol(text))?;
@@ -267,7 +271,17 @@ pub fn obtain_port(
     policy: RetryPolicy,
     on_full: impl FnMut(u32),
 ) -> Result<Assignment, JoinError> {
-    obtain_port_any(&[portal.ip()], portal.port(), Wire::Line, policy, on_full)
+    obtain_port_with_wire(portal, Wire::Line, policy, on_full)
+}
+
+/// [`obtain_port`] on `wire`.
+pub fn obtain_port_with_wire(
+    portal: SocketAddr,
+    wire: Wire,
+    policy: RetryPolicy,
+    on_full: impl FnMut(u32),
+) -> Result<Assignment, JoinError> {
+    obtain_port_any(&[portal.ip()], portal.port(), wire, policy, on_full)
         .map(|(assignment, _)| assignment)
 }
 
@@ -522,6 +536,13 @@ impl Session {
             rest.push(message);
         }
         Ok(rest)
+    }
+
+    /// The socket, with no read timeout, and what has arrived on it past
+    /// the last message handed out: for a program that drives the socket
+    /// itself from here on (a benchmark's own event loop, say).
+    pub fn into_parts(self) -> (TcpStream, Inbox) {
+        (self.writer, self.reader.inner.inbox)
     }
 
     /// Splits into a reading half and a writing half, for a program that

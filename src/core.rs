@@ -673,14 +673,36 @@ impl<R: Rng + CryptoRng> Core<R> {
         line: &[u8],
         now: Instant,
     ) {
-        let port = self.ports[worker];
-        let offered = strip_handshake_prefix(line, port);
-        // Only a reservation of this very port can match. A free or occupied
-        // port is compared against nothing and fails the same way, so a
-        // stray learns nothing about the port's state.
-        // A lapsed reservation is dead at once, even if the tick that frees
-        // its port has not come yet.
-        let matches = match &self.slots[worker] {
+        let offered = strip_handshake_prefix(line, self.ports[worker]);
+        if !self.passcode_matches(worker, from, offered, now) {
+            // The reservation, if any, stays: a stray's wrong guess must not
+            // lock the rightful client out.
+            log::info!(
+                "port {}: {from} refused: wrong passcode",
+                self.ports[worker]
+            );
+            self.refuse_handshake(conn, worker);
+            return;
+        }
+        self.admit(conn, worker, from, now);
+        self.announce_arrival(conn, worker);
+    }
+
+    /// Whether `offered` opens `worker`'s reservation for a client at
+    /// `from`.
+    ///
+    /// Only a reservation of this very port can match. A free or occupied
+    /// port is compared against nothing and fails the same way, so a stray
+    /// learns nothing about the port's state. A lapsed reservation is dead
+    /// at once, even if the tick that frees its port has not come yet.
+    fn passcode_matches(
+        &self,
+        worker: usize,
+        from: SocketAddr,
+        offered: &[u8],
+        now: Instant,
+    ) -> bool {
+        match &self.slots[worker] {
             // A client that would hold one port too many for its address
             // (a reservation made from another address) fails the same way.
             Slot::Reserved { by, .. }
@@ -694,14 +716,12 @@ impl<R: Rng + CryptoRng> Core<R> {
                 now < *lapses && bool::from(offered.ct_eq(code.as_bytes()))
             }
             _ => false,
-        };
-        if !matches {
-            // The reservation, if any, stays: a stray's wrong guess must not
-            // lock the rightful client out.
-            log::info!("port {port}: {from} refused: wrong passcode");
-            self.refuse_handshake(conn, worker);
-            return;
         }
+    }
+
+    /// Gives `worker` to `conn`, whose passcode matched: the port is
+    /// occupied and the session's clocks start.
+    fn admit(&mut self, conn: ConnId, worker: usize, from: SocketAddr, now: Instant) {
         self.set_slot(
             worker,
             Slot::Occupied {
@@ -719,9 +739,15 @@ impl<R: Rng + CryptoRng> Core<R> {
                 lines: 0,
             }),
         );
-        log::info!("port {port}: {from} joined");
-        self.send(conn, format!("SERVER{port}>>> Connection successful"));
+        log::info!("port {}: {from} joined", self.ports[worker]);
+    }
+
+    /// Tells a client that just joined `worker` that it did, and where its
+    /// partner is; tells the partner, if there, that it came.
+    fn announce_arrival(&mut self, conn: ConnId, worker: usize) {
+        let port = self.ports[worker];
         let partner_port = self.ports[worker ^ 1];
+        self.send(conn, format!("SERVER{port}>>> Connection successful"));
         match self.partner(conn) {
             Some(partner) => {
                 self.send(

@@ -342,6 +342,18 @@ impl Endpoint {
         })
     }
 
+    /// [`new`](Self::new) for a socket that has already received `unread`
+    /// and not consumed it: a client library session taken over.
+    pub fn taking_over(stream: TcpStream, wire: Wire, unread: &[u8]) -> io::Result<Endpoint> {
+        let mut endpoint = Endpoint::new(stream, wire)?;
+        if unread.len() > endpoint.buffer.len() {
+            endpoint.buffer.resize(unread.len(), 0);
+        }
+        endpoint.buffer[..unread.len()].copy_from_slice(unread);
+        endpoint.end = unread.len();
+        Ok(endpoint)
+    }
+
     /// The wire this endpoint speaks.
     pub fn wire(&self) -> Wire {
         self.wire

@@ -12,15 +12,15 @@
 //!   every version has, for a before/after table.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use portal_chat::client::{self, Assignment, PortalAnswer, RetryPolicy};
+use portal_chat::client::{RetryPolicy, Session};
 use portal_chat::wire::Wire;
 
-use super::{ChildProcess, Endpoint, STALL_TIMEOUT, invalid};
+use super::{ChildProcess, Endpoint};
 
 /// The server binary Cargo built for this bench.
 const OWN_BINARY: &str = env!("CARGO_BIN_EXE_chat-server");
@@ -98,48 +98,18 @@ impl Server {
     }
 }
 
-/// Joins like any client: asks the portal for a port and a passcode,
-/// connects to that port and presents the passcode. Returns once the server
-/// has answered "Connection successful"; the partner status message that
-/// follows is left for [`super::Pair::sync`].
-///
-/// On the line wire the portal is asked with the client library. The
-/// library speaks lines only, so on the .NET wire the bench asks it itself,
-/// with the project's own codec: the same request, one framed message back.
+/// Joins like any client, with the client library: asks the portal for a
+/// port and a passcode (once: the bench's servers are never full), connects
+/// to that port and presents the passcode, then takes the session's socket
+/// over, with whatever it has already received.
 pub fn join(portal: SocketAddr, wire: Wire) -> io::Result<Endpoint> {
-    let assignment = match wire {
-        Wire::Line => {
-            let no_retry = RetryPolicy {
-                retries: Some(0),
-                delay: Duration::ZERO,
-            };
-            client::obtain_port(portal, no_retry, |_| {}).map_err(io::Error::other)?
-        }
-        Wire::Dotnet => ask_portal_framed(portal, wire)?,
+    let no_retry = RetryPolicy {
+        retries: Some(0),
+        delay: Duration::ZERO,
     };
-    let port = assignment.port;
-    let stream = TcpStream::connect_timeout(&SocketAddr::new(portal.ip(), port), STALL_TIMEOUT)?;
-    let mut endpoint = Endpoint::new(stream, wire)?;
-    let handshake = format!("CLIENT{port}>>>HandshakeCode={}", assignment.code);
-    endpoint.send_text(handshake.as_bytes())?;
-    let answer = endpoint.read_text()?;
-    if answer != format!("SERVER{port}>>> Connection successful").as_bytes() {
-        let answer = String::from_utf8_lossy(answer).into_owned();
-        return Err(invalid(format!(
-            "handshake on port {port} failed: {answer:?}"
-        )));
-    }
-    Ok(endpoint)
-}
-
-/// Asks the portal for a port on `wire`: connect, read its one message.
-fn ask_portal_framed(portal: SocketAddr, wire: Wire) -> io::Result<Assignment> {
-    let stream = TcpStream::connect_timeout(&portal, STALL_TIMEOUT)?;
-    let mut endpoint = Endpoint::new(stream, wire)?;
-    let answer = String::from_utf8_lossy(endpoint.read_text()?).into_owned();
-    match client::parse_portal_reply(&answer) {
-        Some(PortalAnswer::Assigned(assignment)) => Ok(assignment),
-        Some(PortalAnswer::Full) => Err(invalid("the portal is full".into())),
-        None => Err(invalid(format!("unexpected portal answer {answer:?}"))),
-    }
+    let session =
+        Session::join_any_with_wire(&[portal.ip()], portal.port(), no_retry, wire, |_| {})
+            .map_err(io::Error::other)?;
+    let (stream, inbox) = session.into_parts();
+    Endpoint::taking_over(stream, wire, inbox.unread())
 }

@@ -10,9 +10,8 @@
 //! # Layout
 //!
 //! - [`Options`] and [`parse_args`]: the command line.
-//! - [`framing`]: messages on a socket in either wire, through the library's
-//!   codecs, and joining and leaving in either wire, with blocking sockets
-//!   (the client library speaks lines only).
+//! - Joining and leaving are the client library's ([`Session`]), in
+//!   either wire; the workloads then take the socket over.
 //! - [`engine`]: one mio loop that drives every joined client at once, and
 //!   the three workloads that run on it: [`engine::PingPong`],
 //!   [`engine::OpenLoop`] and [`engine::Stream`].
@@ -32,7 +31,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use portal_chat::client::{FULL_RETRY_DELAY, JoinError, PortalAnswer, RetryPolicy};
+use portal_chat::client::{self, FULL_RETRY_DELAY, JoinError, PortalAnswer, RetryPolicy, Session};
 use portal_chat::wire::Wire;
 
 /// Usage text printed by `chat-bench --help`.
@@ -430,7 +429,7 @@ fn run(options: &Options) -> Result<Report, String> {
 fn reach(addrs: &[SocketAddr], wire: Wire) -> Result<(SocketAddr, PortalAnswer), String> {
     let mut failures = Vec::new();
     for &addr in addrs {
-        match framing::ask_portal(addr, wire) {
+        match client::request_port_with_wire(addr, wire) {
             Ok(answer) => return Ok((addr, answer)),
             Err(JoinError::Io(e)) => failures.push(format!("{addr}: {e}")),
             Err(JoinError::Protocol(answer)) => {
@@ -464,11 +463,11 @@ fn reach(addrs: &[SocketAddr], wire: Wire) -> Result<(SocketAddr, PortalAnswer),
 fn join_pairs(
     options: &Options,
     addrs: &[SocketAddr],
-) -> Result<(SocketAddr, Vec<(framing::Joined, framing::Joined)>), String> {
+) -> Result<(SocketAddr, Vec<(Session, Session)>), String> {
     let wanted = options.pairs;
     let (portal, first) = reach(addrs, options.wire)?;
     let mut first = Some(first);
-    let mut waiting: HashMap<u16, framing::Joined> = HashMap::new();
+    let mut waiting: HashMap<u16, Session> = HashMap::new();
     let mut pairs = Vec::with_capacity(wanted);
     let mut joins = 0;
     // Joining is one client at a time: with many, say how far it got.
@@ -477,14 +476,12 @@ fn join_pairs(
         let result = match first.take() {
             // The answer `reach` got is a reservation already: use it.
             Some(PortalAnswer::Assigned(assignment)) => {
-                match framing::handshake(portal.ip(), options.wire, &assignment) {
-                    Err(JoinError::Refused) => {
-                        framing::join(portal, options.wire, FULL_POLICY, |_| {})
-                    }
+                match Session::handshake_with_wire(portal.ip(), &assignment, options.wire) {
+                    Err(JoinError::Refused) => join(portal, options.wire),
                     result => result,
                 }
             }
-            _ => framing::join(portal, options.wire, FULL_POLICY, |_| {}),
+            _ => join(portal, options.wire),
         };
         joins += 1;
         let joined = result.map_err(|e| {
@@ -514,9 +511,14 @@ fn join_pairs(
     }
     for (_, alone) in waiting {
         // Its port is freed either way: by the TERMINATE, or by the close.
-        let _ = framing::leave(alone.conn, LEAVE_WAIT);
+        let _ = alone.terminate(LEAVE_WAIT);
     }
     Ok((portal, pairs))
+}
+
+/// Portal (asked again while full, as [`FULL_POLICY`] says), then handshake.
+fn join(portal: SocketAddr, wire: Wire) -> Result<Session, JoinError> {
+    Session::join_any_with_wire(&[portal.ip()], portal.port(), FULL_POLICY, wire, |_| {})
 }
 
 /// Writes `nanos` as the first [`STAMP_DIGITS`] bytes of `text`, in hex.
@@ -808,247 +810,6 @@ fn plural(n: u64, noun: &str) -> String {
     }
 }
 
-mod framing {
-    //! Messages on a blocking socket in either wire, and joining through the
-    //! portal in either wire.
-    //!
-    //! On the line wire the portal is asked with the client library itself
-    //! ([`client::request_port`], [`client::obtain_port`]); on the .NET wire
-    //! the portal's answer is length-prefixed, which the library does not
-    //! read yet, so it is read here with the library's codec and parsed with
-    //! the library's [`parse_portal_reply`]. The handshake is done here for
-    //! both wires, since the workloads need the socket itself afterwards
-    //! (the library's `Session` keeps it).
-
-    use std::io::{self, Read, Write};
-    use std::net::{IpAddr, SocketAddr, TcpStream};
-    use std::time::{Duration, Instant};
-
-    use portal_chat::client::{
-        self, ANSWER_TIMEOUT, Assignment, JoinError, PortalAnswer, RetryPolicy, TERMINATE_LINE,
-        parse_portal_reply,
-    };
-    use portal_chat::wire::{Codec, Inbox, Wire};
-
-    /// The longest message read while joining: the server's answers are
-    /// short, and nothing else can come before the handshake is done.
-    const MAX_ANSWER: usize = 4096;
-
-    /// A blocking socket that sends and receives whole messages of one wire.
-    pub struct Framed {
-        stream: TcpStream,
-        inbox: Inbox,
-        wire: Wire,
-    }
-
-    impl Framed {
-        pub fn new(stream: TcpStream, wire: Wire) -> Framed {
-            Framed {
-                stream,
-                inbox: Inbox::new(),
-                wire,
-            }
-        }
-
-        /// Sends one message, framed.
-        pub fn send(&mut self, text: &[u8]) -> io::Result<()> {
-            let mut framed = Vec::with_capacity(text.len() + 5);
-            self.wire.encode(text, &mut framed);
-            self.stream.write_all(&framed)
-        }
-
-        /// The next message's text; `None` once the server has closed (half
-        /// a message before the close counts as none, as on the .NET wire).
-        pub fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
-            let mut buffer = [0; 4096];
-            loop {
-                let next = self
-                    .inbox
-                    .next_message(&self.wire, MAX_ANSWER)
-                    .map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidData, format!("{e:?} message"))
-                    })?;
-                if let Some((text, _)) = next {
-                    return Ok(Some(self.inbox.get(text).to_vec()));
-                }
-                match self.stream.read(&mut buffer)? {
-                    0 => {
-                        return Ok(self
-                            .inbox
-                            .take_final(&self.wire)
-                            .map(|(text, _)| self.inbox.get(text).to_vec()));
-                    }
-                    n => self.inbox.extend(&buffer[..n]),
-                }
-            }
-        }
-
-        /// The socket and whatever was read past the last message.
-        pub fn into_parts(self) -> (TcpStream, Inbox) {
-            (self.stream, self.inbox)
-        }
-    }
-
-    /// A client that passed the handshake.
-    pub struct Joined {
-        pub conn: Framed,
-        /// Its worker port.
-        pub port: u16,
-        /// The port paired with it.
-        pub partner_port: u16,
-    }
-
-    /// Asks the portal once.
-    pub fn ask_portal(portal: SocketAddr, wire: Wire) -> Result<PortalAnswer, JoinError> {
-        if wire == Wire::Line {
-            return client::request_port(portal);
-        }
-        let stream = TcpStream::connect_timeout(&portal, ANSWER_TIMEOUT)?;
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-        let text = Framed::new(stream, wire)
-            .recv()?
-            // An empty text says "no whole answer" to `reach`.
-            .ok_or_else(|| JoinError::Protocol(String::new()))?;
-        let answer = String::from_utf8_lossy(&text).into_owned();
-        parse_portal_reply(&answer).ok_or(JoinError::Protocol(answer))
-    }
-
-    /// Asks the portal until it assigns a port, as [`client::obtain_port`]
-    /// does (which it is, on the line wire).
-    pub fn obtain(
-        portal: SocketAddr,
-        wire: Wire,
-        policy: RetryPolicy,
-        mut on_full: impl FnMut(u32),
-    ) -> Result<Assignment, JoinError> {
-        if wire == Wire::Line {
-            return client::obtain_port(portal, policy, on_full);
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match ask_portal(portal, wire)? {
-                PortalAnswer::Assigned(assignment) => return Ok(assignment),
-                PortalAnswer::Full => {
-                    on_full(attempt);
-                    if policy.retries.is_some_and(|retries| attempt > retries) {
-                        return Err(JoinError::Full { attempts: attempt });
-                    }
-                    std::thread::sleep(policy.delay);
-                }
-            }
-        }
-    }
-
-    /// Presents the passcode on the assigned port and reads the two answers.
-    pub fn handshake(
-        host: IpAddr,
-        wire: Wire,
-        assignment: &Assignment,
-    ) -> Result<Joined, JoinError> {
-        let port = assignment.port;
-        let stream = TcpStream::connect_timeout(&SocketAddr::new(host, port), ANSWER_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-        let mut conn = Framed::new(stream, wire);
-        conn.send(format!("CLIENT{port}>>>HandshakeCode={}", assignment.code).as_bytes())?;
-        let mut answer = || -> Result<String, JoinError> {
-            let text = conn.recv()?.ok_or(JoinError::Refused)?;
-            Ok(String::from_utf8_lossy(&text).into_owned())
-        };
-        let first = answer()?;
-        if first == format!("SERVER{port}>>> Wrong handshake passcode") {
-            return Err(JoinError::Refused);
-        }
-        if first != format!("SERVER{port}>>> Connection successful") {
-            return Err(JoinError::Protocol(first));
-        }
-        let status = answer()?;
-        let partner_port = partner_of(port, &status).ok_or(JoinError::Protocol(status))?;
-        conn.stream.set_read_timeout(None)?;
-        Ok(Joined {
-            conn,
-            port,
-            partner_port,
-        })
-    }
-
-    /// Portal, then handshake; a refused handshake (a reservation that
-    /// lapsed) goes back to the portal once, as `Session::join` does.
-    pub fn join(
-        portal: SocketAddr,
-        wire: Wire,
-        policy: RetryPolicy,
-        mut on_full: impl FnMut(u32),
-    ) -> Result<Joined, JoinError> {
-        let assignment = obtain(portal, wire, policy, &mut on_full)?;
-        match handshake(portal.ip(), wire, &assignment) {
-            Err(JoinError::Refused) => {
-                let assignment = obtain(portal, wire, policy, &mut on_full)?;
-                handshake(portal.ip(), wire, &assignment)
-            }
-            result => result,
-        }
-    }
-
-    /// Sends `CLIENT>>> TERMINATE` and reads until the server closes, for
-    /// at most `wait`.
-    pub fn leave(mut conn: Framed, wait: Duration) -> io::Result<()> {
-        conn.send(TERMINATE_LINE.as_bytes())?;
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the server did not close after TERMINATE",
-                ));
-            }
-            conn.stream.set_read_timeout(Some(left))?;
-            if conn.recv()?.is_none() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// The partner port in the status line after `Connection successful`:
-    /// `SERVER{port}>>> Waiting for partner {partner}` or
-    /// `SERVER{port}>>> Partner {partner} connected`.
-    fn partner_of(port: u16, status: &str) -> Option<u16> {
-        let rest = status.strip_prefix(&format!("SERVER{port}>>> "))?;
-        let partner = match rest.strip_prefix("Waiting for partner ") {
-            Some(partner) => partner,
-            None => rest.strip_prefix("Partner ")?.strip_suffix(" connected")?,
-        };
-        partner.parse().ok()
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn the_partner_port_is_read_from_either_status() {
-            assert_eq!(
-                partner_of(50001, "SERVER50001>>> Waiting for partner 50002"),
-                Some(50002)
-            );
-            assert_eq!(
-                partner_of(50002, "SERVER50002>>> Partner 50001 connected"),
-                Some(50001)
-            );
-            for bad in [
-                "SERVER50003>>> Partner 50004 connected",
-                "SERVER50001>>> Partner x connected",
-                "SERVER50001>>> Waiting for partner",
-                "SERVER>>> TIMEOUT",
-            ] {
-                assert_eq!(partner_of(50001, bad), None, "{bad}");
-            }
-        }
-    }
-}
-
 mod engine {
     //! One mio loop for every joined client, and the workloads that run on
     //! it. A single thread drives all pairs, as `redis-benchmark` does, so
@@ -1070,10 +831,9 @@ mod engine {
     use mio::net::TcpStream;
     use mio::unix::SourceFd;
     use mio::{Events, Interest, Poll, Token};
-    use portal_chat::client::TERMINATE_LINE;
+    use portal_chat::client::{Session, TERMINATE_LINE};
     use portal_chat::wire::{Codec, Inbox, Wire};
 
-    use super::framing::Joined;
     use super::{
         Options, Progress, Report, STALL, Workload as Kind, latency_histogram, message_text,
         read_stamp, stamp,
@@ -1168,13 +928,13 @@ mod engine {
     impl Net {
         /// Takes over the joined pairs' sockets (and whatever their inboxes
         /// already hold).
-        pub fn new(wire: Wire, pairs: Vec<(Joined, Joined)>, size: usize) -> Result<Net, String> {
+        pub fn new(wire: Wire, pairs: Vec<(Session, Session)>, size: usize) -> Result<Net, String> {
             let poll = Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?;
             let now = Instant::now();
             let mut peers = Vec::with_capacity(2 * pairs.len());
-            for joined in pairs.into_iter().flat_map(|(a, b)| [a, b]) {
-                let port = joined.port;
-                let (stream, inbox) = joined.conn.into_parts();
+            for session in pairs.into_iter().flat_map(|(a, b)| [a, b]) {
+                let port = session.port;
+                let (stream, inbox) = session.into_parts();
                 let setup = |stream: std::net::TcpStream| -> io::Result<TcpStream> {
                     stream.set_nonblocking(true)?;
                     let mut stream = TcpStream::from_std(stream);
@@ -1927,12 +1687,10 @@ mod join_workload {
     use std::time::{Duration, Instant};
 
     use hdrhistogram::Histogram;
-    use portal_chat::client::{PortalAnswer, Session};
+    use portal_chat::client::{JoinEvent, PortalAnswer, Session};
     use portal_chat::wire::Wire;
 
-    use super::{
-        FULL_POLICY, LEAVE_WAIT, Options, Progress, Report, framing, latency_histogram, reach,
-    };
+    use super::{FULL_POLICY, LEAVE_WAIT, Options, Progress, Report, latency_histogram, reach};
 
     /// What the clients share.
     struct Shared {
@@ -1960,9 +1718,10 @@ mod join_workload {
         // The port `reach` was given is taken and left once, untimed, so
         // that the reservation does not hold a port until it lapses.
         if let PortalAnswer::Assigned(assignment) = first
-            && let Ok(joined) = framing::handshake(portal.ip(), options.wire, &assignment)
+            && let Ok(session) =
+                Session::handshake_with_wire(portal.ip(), &assignment, options.wire)
         {
-            let _ = framing::leave(joined.conn, LEAVE_WAIT);
+            let _ = session.terminate(LEAVE_WAIT);
         }
         let begin = Instant::now();
         let shared = Shared {
@@ -2024,8 +1783,10 @@ mod join_workload {
                 .expect("no client panicked")
                 .saturating_record(nanos);
         };
-        let on_full = |_: u32| {
-            shared.full_answers.fetch_add(1, Ordering::Relaxed);
+        let on_event = |event: JoinEvent| {
+            if let JoinEvent::Full { .. } = event {
+                shared.full_answers.fetch_add(1, Ordering::Relaxed);
+            }
         };
         loop {
             if shared.failed.load(Ordering::Relaxed)
@@ -2037,28 +1798,22 @@ mod join_workload {
                 return Ok(last);
             }
             let begun = Instant::now();
-            let result = match shared.wire {
-                Wire::Line => Session::join(
-                    shared.portal.ip(),
-                    shared.portal.port(),
-                    FULL_POLICY,
-                    on_full,
-                )
-                .map_err(|e| format!("joining: {e}"))
-                .and_then(|session| {
-                    record(begun);
-                    session
-                        .terminate(LEAVE_WAIT)
-                        .map(drop)
-                        .map_err(|e| format!("leaving: {e}"))
-                }),
-                _ => framing::join(shared.portal, shared.wire, FULL_POLICY, on_full)
-                    .map_err(|e| format!("joining: {e}"))
-                    .and_then(|joined| {
-                        record(begun);
-                        framing::leave(joined.conn, LEAVE_WAIT).map_err(|e| format!("leaving: {e}"))
-                    }),
-            };
+            let portal = shared.portal;
+            let result = Session::join_any_with_wire(
+                &[portal.ip()],
+                portal.port(),
+                FULL_POLICY,
+                shared.wire,
+                on_event,
+            )
+            .map_err(|e| format!("joining: {e}"))
+            .and_then(|session| {
+                record(begun);
+                session
+                    .terminate(LEAVE_WAIT)
+                    .map(drop)
+                    .map_err(|e| format!("leaving: {e}"))
+            });
             if let Err(e) = result {
                 shared.failed.store(true, Ordering::Relaxed);
                 return Err(e);

@@ -226,6 +226,11 @@ impl Inbox {
         self.bytes.len() - self.start
     }
 
+    /// The bytes held that are not yet consumed.
+    pub fn unread(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
     /// Forgets everything held and releases the memory.
     pub fn clear(&mut self) {
         *self = Inbox::new();
