@@ -1,7 +1,7 @@
 //! The line wire: every message ends in `\n`; a `\r` just before it is
 //! dropped. This is what `nc` and `telnet` speak.
 
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 
 use super::{Codec, DecodeError, Frame};
 
@@ -67,23 +67,36 @@ impl Codec for LineCodec {
         budget: usize,
         accept: &mut dyn FnMut(&[u8]) -> bool,
     ) -> usize {
+        // A line that qualifies for the run holds no `\r` at all (one just
+        // before its `\n` would have to be dropped). Rather than search
+        // each line for both bytes, which costs a call per line either way,
+        // `\r` is searched for ahead, a stretch at a time: `buf[..clean]`
+        // holds none, and `clean < buf.len()` at a `\r` once one is found.
+        let mut clean = 0;
         let mut end = 0;
         while end < budget {
-            // One search finds the line's end or the `\r` that disqualifies
-            // it: a line that qualifies for the run holds no `\r` at all
-            // (one just before its `\n` would have to be dropped).
-            let Some(stop) = memchr2(b'\n', b'\r', &buf[end..]) else {
+            let Some(newline) = memchr(b'\n', &buf[end..]).map(|i| end + i) else {
                 break;
             };
-            let line = &buf[end..end + stop];
-            if buf[end + stop] == b'\r' || line.len() > max_len || !accept(line) {
+            while clean < newline && clean < buf.len() && buf[clean] != b'\r' {
+                let stretch = &buf[clean..buf.len().min(clean + CR_STRETCH)];
+                clean += memchr(b'\r', stretch).unwrap_or(stretch.len());
+            }
+            let line = &buf[end..newline];
+            if clean < newline || line.len() > max_len || !accept(line) {
                 break;
             }
-            end += stop + 1;
+            end = newline + 1;
         }
         end
     }
 }
+
+/// How far ahead [`LineCodec::run_len`] looks for a `\r` at a time: far
+/// enough to cover many short lines in one search, short enough that a run
+/// cut short by some other message (every other line a refused one, say)
+/// does not search the whole buffer each time.
+const CR_STRETCH: usize = 4096;
 
 /// The end of the text of a line whose terminator (or end) is at `end`:
 /// a `\r` just before it is not part of the text.
@@ -221,6 +234,54 @@ mod tests {
             }
             let cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
             prop_assert_eq!(messages_in_pieces(&LineCodec, &stream, &cuts), texts);
+        }
+    }
+
+    proptest! {
+        // Each case is a few stretches long, so fewer of them.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The run is the longest prefix of whole lines, taken one by one
+        /// while the run is under the budget, each one short enough,
+        /// accepted and free of `\r`: the same rule as deciding line by
+        /// line with `decode`, whatever the `\r`s, the lengths and the
+        /// stretch boundaries.
+        #[test]
+        fn a_run_is_what_deciding_line_by_line_gives(
+            mut bytes in proptest::collection::vec(
+                // Lines of some 16 bytes; one in a thousand is refused.
+                proptest::sample::select(b"\n\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxn".to_vec()),
+                0..3 * CR_STRETCH,
+            ),
+            // A few `\r`s, far apart: anywhere, or at the edges of where
+            // the search stretches begin and end.
+            crs in proptest::collection::vec(
+                prop_oneof![any::<usize>(), (1usize..3, 0usize..3).prop_map(|(k, d)| k * CR_STRETCH + d - 1)],
+                0..4,
+            ),
+            max in 0usize..CR_STRETCH,
+            budget in 0usize..4 * CR_STRETCH,
+        ) {
+            for at in crs {
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] = b'\r';
+                }
+            }
+            let refuse = |line: &[u8]| line.starts_with(b"nn");
+            let mut expected = 0;
+            while expected < budget {
+                let Some(newline) = bytes[expected..].iter().position(|&b| b == b'\n') else {
+                    break;
+                };
+                let line = &bytes[expected..expected + newline];
+                if line.contains(&b'\r') || line.len() > max || refuse(line) {
+                    break;
+                }
+                expected += newline + 1;
+            }
+            let got = LineCodec.run_len(&bytes, max, budget, &mut |line| !refuse(line));
+            prop_assert_eq!(got, expected);
         }
     }
 }
