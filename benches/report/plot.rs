@@ -112,47 +112,12 @@ fn draw_panel(svg: &mut String, panel: &Panel, left: f64) {
                 .collect()
         })
         .collect();
-    let all = curves.iter().flatten().map(|&(_, micros)| micros.log10());
-    let (low, high) = all.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (low, high) = if low <= high {
-        (low.floor(), high.ceil().max(low.floor() + 1.0))
-    } else {
-        (0.0, 1.0)
-    };
+    let (low, high) = decade_span(curves.iter().flatten().map(|&(_, micros)| micros));
     let to_x = |nines_x: f64| x0 + (x1 - x0) * nines_x / nines as f64;
     let to_y = |micros: f64| y0 - (y0 - y1) * (micros.log10() - low) / (high - low);
 
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{}</text>"#,
-        (x0 + x1) / 2.0,
-        y1 - 14.0,
-        escape(&panel.title)
-    );
-    // Horizontal grid: every decade labelled, 2x and 5x faint.
-    for decade in low as i32..=high as i32 {
-        for (factor, major) in [(1.0, true), (2.0, false), (5.0, false)] {
-            let micros = factor * 10f64.powi(decade);
-            if micros.log10() > high + 1e-9 {
-                continue;
-            }
-            let y = to_y(micros);
-            let stroke = if major { "#bbb" } else { "#e6e6e6" };
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="{stroke}"/>"#
-            );
-            if major {
-                let _ = writeln!(
-                    svg,
-                    r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-                    x0 - 6.0,
-                    y + 4.0,
-                    duration_label(micros)
-                );
-            }
-        }
-    }
+    draw_title(svg, (x0, x1), y1, &panel.title);
+    draw_latency_grid(svg, (x0, x1), (low, high), to_y);
     // Vertical grid: one line per nine.
     for nine in 0..=nines {
         let x = to_x(nine as f64);
@@ -318,77 +283,33 @@ fn draw_rate_panel(
     let (x0, x1) = (left + MARGIN_LEFT, left + PANEL_WIDTH - MARGIN_RIGHT);
     let (y0, y1) = (PANEL_HEIGHT - MARGIN_BOTTOM, MARGIN_TOP);
     let points = || panel.series.iter().flat_map(|s| s.points.iter());
-    let decades = |values: &mut dyn Iterator<Item = f64>| {
-        let (lo, hi) = values
-            .filter(|v| *v > 0.0)
-            .map(f64::log10)
-            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        if lo <= hi {
-            (lo.floor(), hi.ceil().max(lo.floor() + 1.0))
-        } else {
-            (0.0, 1.0)
-        }
-    };
-    let (x_low, x_high) = decades(&mut points().map(|&(rate, _)| rate));
+    let (x_low, x_high) = decade_span(points().map(|&(rate, _)| rate));
     // Latencies in µs; the threshold is always in view.
-    let (y_low, y_high) = decades(
-        &mut points()
+    let (y_low, y_high) = decade_span(
+        points()
             .map(|&(_, ns)| ns / 1000.0)
             .chain([threshold_ns / 1000.0]),
     );
     let to_x = |rate: f64| x0 + (x1 - x0) * (rate.log10() - x_low) / (x_high - x_low);
     let to_y = |micros: f64| y0 - (y0 - y1) * (micros.log10() - y_low) / (y_high - y_low);
 
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{}</text>"#,
-        (x0 + x1) / 2.0,
-        y1 - 14.0,
-        escape(&panel.title)
-    );
-    for decade in y_low as i32..=y_high as i32 {
-        for (factor, major) in [(1.0, true), (2.0, false), (5.0, false)] {
-            let micros = factor * 10f64.powi(decade);
-            if micros.log10() > y_high + 1e-9 {
-                continue;
-            }
-            let y = to_y(micros);
-            let stroke = if major { "#bbb" } else { "#e6e6e6" };
+    draw_title(svg, (x0, x1), y1, &panel.title);
+    draw_latency_grid(svg, (x0, x1), (y_low, y_high), to_y);
+    // Vertical grid: the rates, as the latency grid does it.
+    for (rate, major) in log_ticks(x_low, x_high) {
+        let x = to_x(rate);
+        let stroke = if major { "#bbb" } else { "#e6e6e6" };
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{y1}" stroke="{stroke}"/>"#
+        );
+        if major {
             let _ = writeln!(
                 svg,
-                r#"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="{stroke}"/>"#
+                r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                y0 + 16.0,
+                rate_label(rate)
             );
-            if major {
-                let _ = writeln!(
-                    svg,
-                    r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-                    x0 - 6.0,
-                    y + 4.0,
-                    duration_label(micros)
-                );
-            }
-        }
-    }
-    for decade in x_low as i32..=x_high as i32 {
-        for (factor, major) in [(1.0, true), (2.0, false), (5.0, false)] {
-            let rate = factor * 10f64.powi(decade);
-            if rate.log10() > x_high + 1e-9 {
-                continue;
-            }
-            let x = to_x(rate);
-            let stroke = if major { "#bbb" } else { "#e6e6e6" };
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{y1}" stroke="{stroke}"/>"#
-            );
-            if major {
-                let _ = writeln!(
-                    svg,
-                    r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
-                    y0 + 16.0,
-                    rate_label(rate)
-                );
-            }
         }
     }
     let y = to_y(threshold_ns / 1000.0);
@@ -451,6 +372,70 @@ fn draw_rate_panel(
 }
 
 /// A power-of-ten rate: `1k`, `100k`, `1M`.
+/// The whole decades (as exponents, `low..=high`, at least one apart) that
+/// hold every positive value of `values`; `(0, 1)` if there is none.
+fn decade_span(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (low, high) = values
+        .filter(|v| *v > 0.0)
+        .map(f64::log10)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if low <= high {
+        (low.floor(), high.ceil().max(low.floor() + 1.0))
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+/// The grid values of a log axis from decade `low` to decade `high`: 1, 2
+/// and 5 × 10^k, each with whether it is a decade (labelled, and darker).
+fn log_ticks(low: f64, high: f64) -> impl Iterator<Item = (f64, bool)> {
+    (low as i32..=high as i32)
+        .flat_map(|decade| {
+            [(1.0, true), (2.0, false), (5.0, false)]
+                .map(|(factor, major)| (factor * 10f64.powi(decade), major))
+        })
+        .filter(move |(value, _)| value.log10() <= high + 1e-9)
+}
+
+/// A panel's title, centred above its plot area (`x0..x1`, top `y1`).
+fn draw_title(svg: &mut String, (x0, x1): (f64, f64), y1: f64, title: &str) {
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{}</text>"#,
+        (x0 + x1) / 2.0,
+        y1 - 14.0,
+        escape(title)
+    );
+}
+
+/// The latency axis across `x0..x1`: a line at every grid value between
+/// the decades `low` and `high` (microseconds, placed by `to_y`), and the
+/// decades labelled on the left.
+fn draw_latency_grid(
+    svg: &mut String,
+    (x0, x1): (f64, f64),
+    (low, high): (f64, f64),
+    to_y: impl Fn(f64) -> f64,
+) {
+    for (micros, major) in log_ticks(low, high) {
+        let y = to_y(micros);
+        let stroke = if major { "#bbb" } else { "#e6e6e6" };
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="{stroke}"/>"#
+        );
+        if major {
+            let _ = writeln!(
+                svg,
+                r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+                x0 - 6.0,
+                y + 4.0,
+                duration_label(micros)
+            );
+        }
+    }
+}
+
 fn rate_label(rate: f64) -> String {
     match rate {
         r if r >= 1e6 => format!("{}M", (r / 1e6).round()),
