@@ -132,40 +132,13 @@ fn draw_panel(svg: &mut String, panel: &Panel, left: f64) {
             percentile_label(nine)
         );
     }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">percentile</text>"#,
-        (x0 + x1) / 2.0,
-        y0 + 36.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">latency (log scale)</text>"#,
-        left + 16.0,
-        (y0 + y1) / 2.0
-    );
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{x0}" y="{y1}" width="{}" height="{}" fill="none" stroke="#444"/>"##,
-        x1 - x0,
-        y0 - y1
-    );
+    draw_frame(svg, left, (x0, x1), (y0, y1), ("percentile", "latency"));
     for (series, curve) in panel.series.iter().zip(&curves) {
-        let points: Vec<String> = curve
+        let points: Vec<(f64, f64)> = curve
             .iter()
-            .map(|&(x, micros)| format!("{:.1},{:.1}", to_x(x), to_y(micros)))
+            .map(|&(x, micros)| (to_x(x), to_y(micros)))
             .collect();
-        let dash = if series.dashed {
-            r#" stroke-dasharray="6,4""#
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            svg,
-            r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/>"#,
-            series.color,
-            points.join(" ")
-        );
+        draw_line(svg, series.color, series.dashed, &points);
     }
 }
 
@@ -324,54 +297,30 @@ fn draw_rate_panel(
         y - 4.0,
         escape(threshold_label)
     );
-    let _ = writeln!(
+    draw_frame(
         svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">offered rate (messages/s, log scale)</text>"#,
-        (x0 + x1) / 2.0,
-        y0 + 36.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">{} (log scale)</text>"#,
-        left + 16.0,
-        (y0 + y1) / 2.0,
-        escape(y_label)
-    );
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{x0}" y="{y1}" width="{}" height="{}" fill="none" stroke="#444"/>"##,
-        x1 - x0,
-        y0 - y1
+        left,
+        (x0, x1),
+        (y0, y1),
+        ("offered rate (messages/s, log scale)", y_label),
     );
     for series in &panel.series {
-        let dash = if series.dashed {
-            r#" stroke-dasharray="6,4""#
-        } else {
-            ""
-        };
-        let points: Vec<String> = series
+        let points: Vec<(f64, f64)> = series
             .points
             .iter()
-            .map(|&(rate, ns)| format!("{:.1},{:.1}", to_x(rate), to_y(ns / 1000.0)))
+            .map(|&(rate, ns)| (to_x(rate), to_y(ns / 1000.0)))
             .collect();
-        let _ = writeln!(
-            svg,
-            r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/>"#,
-            series.color,
-            points.join(" ")
-        );
-        for point in &points {
-            let (x, y) = point.split_once(',').expect("x,y");
+        draw_line(svg, series.color, series.dashed, &points);
+        for (x, y) in points {
             let _ = writeln!(
                 svg,
-                r#"<circle cx="{x}" cy="{y}" r="2.5" fill="{}"/>"#,
+                r#"<circle cx="{x:.1}" cy="{y:.1}" r="2.5" fill="{}"/>"#,
                 series.color
             );
         }
     }
 }
 
-/// A power-of-ten rate: `1k`, `100k`, `1M`.
 /// The whole decades (as exponents, `low..=high`, at least one apart) that
 /// hold every positive value of `values`; `(0, 1)` if there is none.
 fn decade_span(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -436,6 +385,57 @@ fn draw_latency_grid(
     }
 }
 
+/// The axis labels (the y one "(log scale)") and the frame of a plot area
+/// `x0..x1` by `y1..y0` whose panel starts at `left`.
+fn draw_frame(
+    svg: &mut String,
+    left: f64,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    (x_label, y_label): (&str, &str),
+) {
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        (x0 + x1) / 2.0,
+        y0 + 36.0,
+        escape(x_label)
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">{} (log scale)</text>"#,
+        left + 16.0,
+        (y0 + y1) / 2.0,
+        escape(y_label)
+    );
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{x0}" y="{y1}" width="{}" height="{}" fill="none" stroke="#444"/>"##,
+        x1 - x0,
+        y0 - y1
+    );
+}
+
+/// One system's line through `points` (already in SVG coordinates),
+/// dashed for the reference system.
+fn draw_line(svg: &mut String, color: &str, dashed: bool, points: &[(f64, f64)]) {
+    let dash = if dashed {
+        r#" stroke-dasharray="6,4""#
+    } else {
+        ""
+    };
+    let points: Vec<String> = points
+        .iter()
+        .map(|(x, y)| format!("{x:.1},{y:.1}"))
+        .collect();
+    let _ = writeln!(
+        svg,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#,
+        points.join(" ")
+    );
+}
+
+/// A power-of-ten rate: `1k`, `100k`, `1M`.
 fn rate_label(rate: f64) -> String {
     match rate {
         r if r >= 1e6 => format!("{}M", (r / 1e6).round()),
