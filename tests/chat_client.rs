@@ -1402,21 +1402,32 @@ fn in_a_pipe_a_partner_line_arrives_byte_for_byte() {
         next_message(&mut partner),
         notice(&format!("SERVER{p1}>>> Partner {p2} connected"))
     );
-    for line in lines {
-        partner.send_line(line).unwrap();
-    }
-    let bytes = bytes_until(child.stdout.take().unwrap(), b"\nend\n");
-    let expected: Vec<u8> = lines
-        .iter()
-        .flat_map(|line| line.iter().copied().chain([b'\n']))
-        .collect();
-    assert_eq!(bytes, expected);
+    assert_printed_as_sent(&mut partner, child.stdout.take().unwrap(), &lines);
     drop(child.stdin.take());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 /// Everything `pipe` gives until it ends with `end`, waiting at most
 /// [`LIMIT`].
+/// Sends `messages` from `partner`, the last one `end`, and checks that the
+/// client wrote each one to `stdout` exactly as it came, then a newline.
+fn assert_printed_as_sent(
+    partner: &mut Session,
+    stdout: impl Read + Send + 'static,
+    messages: &[&[u8]],
+) {
+    assert_eq!(messages.last(), Some(&&b"end"[..]));
+    for message in messages {
+        partner.send_line(message).unwrap();
+    }
+    let bytes = bytes_until(stdout, b"\nend\n");
+    let expected: Vec<u8> = messages
+        .iter()
+        .flat_map(|message| message.iter().copied().chain([b'\n']))
+        .collect();
+    assert_eq!(bytes, expected);
+}
+
 fn bytes_until(mut pipe: impl Read + Send + 'static, end: &'static [u8]) -> Vec<u8> {
     let (got_tx, got) = mpsc::channel();
     thread::spawn(move || {
@@ -1478,16 +1489,7 @@ fn on_the_dotnet_wire_a_partners_message_arrives_byte_for_byte_in_a_pipe() {
         b"",
         b"end",
     ];
-    for message in messages {
-        partner.send_line(message).unwrap();
-    }
-    // Each message as it came, then a newline.
-    let bytes = bytes_until(child.stdout.take().unwrap(), b"\nend\n");
-    let expected: Vec<u8> = messages
-        .iter()
-        .flat_map(|message| message.iter().copied().chain([b'\n']))
-        .collect();
-    assert_eq!(bytes, expected);
+    assert_printed_as_sent(&mut partner, child.stdout.take().unwrap(), &messages);
 
     // Each line typed is one message, a bare `\r` and all; `--max-line`
     // counts its bytes (`é` is two).
