@@ -304,6 +304,24 @@ fn start(wire: Wire, args: &[&str]) -> TestServer {
     TestServer::start(&all)
 }
 
+/// A server on `wire` with `workers` ports and deadlines (30 s) no test
+/// comes near, so that every answer a test waits for comes at once, not at
+/// a timeout.
+fn start_unhurried(wire: Wire, workers: usize) -> TestServer {
+    let workers = workers.to_string();
+    start(
+        wire,
+        &[
+            "--workers",
+            &workers,
+            "--assign-timeout",
+            "30",
+            "--handshake-timeout",
+            "30",
+        ],
+    )
+}
+
 /// The port of worker `n` (1-based, as on the server's stdout).
 fn worker(server: &TestServer, n: usize) -> u16 {
     server.workers[n - 1].port()
@@ -503,18 +521,7 @@ fn both_handshake_forms_are_accepted(wire: Wire) {
 }
 
 fn a_wrong_code_is_refused_and_the_holder_is_not_locked_out(wire: Wire) {
-    // Long deadlines: every answer below comes at once, not at a timeout.
-    let server = start(
-        wire,
-        &[
-            "--workers",
-            "2",
-            "--assign-timeout",
-            "30",
-            "--handshake-timeout",
-            "30",
-        ],
-    );
+    let server = start_unhurried(wire, 2);
     let (w1, w2) = (worker(&server, 1), worker(&server, 2));
     let held = assign(&server, wire);
     assert_eq!(held.port, w1);
@@ -544,17 +551,7 @@ fn a_wrong_code_is_refused_and_the_holder_is_not_locked_out(wire: Wire) {
 }
 
 fn strays_on_free_occupied_and_reserved_ports_answer_like_a_wrong_code(wire: Wire) {
-    let server = start(
-        wire,
-        &[
-            "--workers",
-            "4",
-            "--assign-timeout",
-            "30",
-            "--handshake-timeout",
-            "30",
-        ],
-    );
+    let server = start_unhurried(wire, 4);
     let [w1, w2, w3, w4] = [1, 2, 3, 4].map(|n| worker(&server, n));
     let used = assign(&server, wire);
     let mut occupant = claim(&server, wire, &used, &prefixed(&used)); // w1: occupied
@@ -832,17 +829,7 @@ fn a_message_over_the_limit_ends_the_session(wire: Wire) {
 
 /// .NET only: the line wire has no prefix to be malformed.
 fn a_malformed_prefix_is_refused(wire: Wire) {
-    let server = start(
-        wire,
-        &[
-            "--workers",
-            "4",
-            "--assign-timeout",
-            "30",
-            "--handshake-timeout",
-            "30",
-        ],
-    );
+    let server = start_unhurried(wire, 4);
     let malformed = [
         // A fifth byte with its high bit set: a sixth would follow.
         &[0x80, 0x80, 0x80, 0x80, 0x80][..],
