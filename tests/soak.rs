@@ -258,6 +258,47 @@ struct Ledger {
     full_answers: u64,
 }
 
+/// One side of a long-lived pair (the slow consumer, the flat-out pair, the
+/// pinger pair), as it is filed when the pair ends.
+struct Side {
+    kind: Kind,
+    port: u16,
+    partner: u16,
+    began: Instant,
+    sent: u64,
+    seen: Seen,
+}
+
+impl Ledger {
+    /// Files `side` of the pair `what`, which has just ended; a side that
+    /// did not end cleanly carries that as a problem.
+    fn file_side(&mut self, id: u64, what: &str, side: Side) {
+        let Side {
+            kind,
+            port,
+            partner,
+            began,
+            sent,
+            mut seen,
+        } = side;
+        if !seen.clean_end {
+            seen.problems
+                .push(format!("{what}, port {port}: did not end cleanly"));
+        }
+        let record = Record {
+            kind,
+            port,
+            partner,
+            began,
+            ended: Instant::now(),
+            sent,
+            garbage_sent: 0,
+            seen,
+        };
+        self.records.insert(id, record);
+    }
+}
+
 #[derive(Default)]
 struct Chaos {
     slow_consumers: AtomicU64,
@@ -920,28 +961,19 @@ impl Soak {
             self.problem("slow consumer: the sender was never held back".into());
         }
         let mut ledger = self.ledger.lock().unwrap();
-        for (id, kind, peer_port, partner, sent, seen) in [
+        for (id, kind, port, partner, sent, seen) in [
             (a_id, Kind::Streamer, a.port, a.partner, sent, a_seen),
             (b_id, Kind::SlowReader, b.port, b.partner, 0, b_seen),
         ] {
-            let mut seen = seen;
-            if !seen.clean_end {
-                seen.problems
-                    .push(format!("slow consumer on {peer_port}: did not end cleanly"));
-            }
-            ledger.records.insert(
-                id,
-                Record {
-                    kind,
-                    port: peer_port,
-                    partner,
-                    began,
-                    ended: Instant::now(),
-                    sent,
-                    garbage_sent: 0,
-                    seen,
-                },
-            );
+            let side = Side {
+                kind,
+                port,
+                partner,
+                began,
+                sent,
+                seen,
+            };
+            ledger.file_side(id, "slow consumer", side);
         }
         self.chaos.slow_consumers.fetch_add(1, Ordering::SeqCst);
     }
@@ -1119,27 +1151,20 @@ impl Soak {
                 .push(format!("flat-out reader on {partner}: write failed: {e}"));
         }
         let mut ledger = self.ledger.lock().unwrap();
-        for (id, port, partner, sent, mut seen) in [
+        for (id, port, partner, sent, seen) in [
             (writer_id, me, partner, sent, writer_seen),
             (reader_id, partner, me, said, reader_seen),
         ] {
-            if !seen.clean_end {
-                seen.problems
-                    .push(format!("flat-out pair, port {port}: did not end cleanly"));
-            }
-            ledger.records.insert(
-                id,
-                Record {
-                    kind: Kind::FlatOut,
-                    port,
-                    partner,
-                    began,
-                    ended: Instant::now(),
-                    sent,
-                    garbage_sent: 0,
-                    seen,
-                },
-            );
+            let kind = Kind::FlatOut;
+            let side = Side {
+                kind,
+                port,
+                partner,
+                began,
+                sent,
+                seen,
+            };
+            ledger.file_side(id, "flat-out pair", side);
         }
     }
 
@@ -1221,27 +1246,20 @@ impl Soak {
         }
         let (echo_sent, echo_seen) = echoing.join().expect("echo thread");
         let mut ledger = self.ledger.lock().unwrap();
-        for (id, port, partner, sent, mut seen) in [
+        for (id, port, partner, sent, seen) in [
             (pinger_id, me, partner, u64::from(sent), seen),
             (echo_id, echo_port, echo_partner, echo_sent, echo_seen),
         ] {
-            if !seen.clean_end {
-                seen.problems
-                    .push(format!("pinger pair, port {port}: did not end cleanly"));
-            }
-            ledger.records.insert(
-                id,
-                Record {
-                    kind: Kind::Pinger,
-                    port,
-                    partner,
-                    began,
-                    ended: Instant::now(),
-                    sent,
-                    garbage_sent: 0,
-                    seen,
-                },
-            );
+            let kind = Kind::Pinger;
+            let side = Side {
+                kind,
+                port,
+                partner,
+                began,
+                sent,
+                seen,
+            };
+            ledger.file_side(id, "pinger pair", side);
         }
         pings
     }
