@@ -18,6 +18,11 @@ pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 /// sender is resumed.
 pub const OUTPUT_LOW_WATER: usize = OUTPUT_HIGH_WATER / 2;
 
+/// The largest allocation an emptied queue keeps until the next tick: two
+/// turns' writes, so a stream's queue is not given back and taken again on
+/// every turn.
+const KEEP_WHEN_EMPTY: usize = 512 * 1024;
+
 /// Bytes accepted for a client but not yet taken by its socket.
 #[derive(Debug, Default)]
 pub struct OutputBuffer {
@@ -53,11 +58,14 @@ impl OutputBuffer {
         self.written += n;
         debug_assert!(self.written <= self.bytes.len());
         if self.written == self.bytes.len() {
-            // Reuse the allocation while a conversation is busy, but hand
-            // back anything large once the queue empties.
+            // A busy conversation empties its queue on nearly every turn and
+            // refills it on the next: keep the allocation for that (handing
+            // it back and taking it again costs page faults), up to what a
+            // stream needs. A larger one held a backlog and goes now; the
+            // tick hands back the rest (`release_if_empty`).
             self.bytes.clear();
             self.written = 0;
-            if self.bytes.capacity() > 64 * 1024 {
+            if self.bytes.capacity() > KEEP_WHEN_EMPTY {
                 self.bytes = Vec::new();
             }
         } else if self.written > self.bytes.len() / 2 {
@@ -66,6 +74,20 @@ impl OutputBuffer {
             self.bytes.drain(..self.written);
             self.written = 0;
         }
+    }
+
+    /// Hands back the memory of an empty queue, so an idle connection
+    /// holds none; the tick calls it.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() && self.bytes.capacity() > 0 {
+            self.bytes = Vec::new();
+            self.written = 0;
+        }
+    }
+
+    /// Bytes of memory this queue holds, written or not.
+    pub fn allocated(&self) -> usize {
+        self.bytes.capacity()
     }
 
     /// Bytes still waiting to be written.
@@ -130,10 +152,27 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_that_drains_hands_back_a_large_allocation() {
+    fn a_queue_that_drains_a_backlog_hands_back_its_allocation_at_once() {
         let mut out = OutputBuffer::new();
-        out.push_encoded(&vec![b'x'; 200 * 1024]);
+        out.push_encoded(&vec![b'x'; KEEP_WHEN_EMPTY + 1]);
         out.consume(out.len());
         assert_eq!(out.bytes.capacity(), 0);
+    }
+
+    #[test]
+    fn a_drained_stream_keeps_its_allocation_until_released() {
+        let mut out = OutputBuffer::new();
+        out.push_encoded(&vec![b'x'; 256 * 1024]);
+        out.consume(out.len());
+        assert!(out.bytes.capacity() >= 256 * 1024, "kept for the next turn");
+        out.release_if_empty();
+        assert_eq!(out.bytes.capacity(), 0);
+        out.push_encoded(b"queued\n");
+        out.release_if_empty();
+        assert_eq!(
+            out.pending(usize::MAX),
+            b"queued\n",
+            "a queue with bytes keeps them"
+        );
     }
 }

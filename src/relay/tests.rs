@@ -503,6 +503,29 @@ fn a_flood_gets_one_budget_per_round_and_another_line_goes_through_meanwhile() {
     assert_eq!(received_since(&s, d, skip_d), b"ping\n");
 }
 
+// ----------------------------------------------------------------- memory
+
+/// A stream's buffers stay allocated from one turn to the next (giving them
+/// back and taking them again cost page faults on every turn), and the tick
+/// hands them back once the stream has stopped.
+#[test]
+fn a_streams_buffers_are_kept_between_turns_and_handed_back_at_the_tick() {
+    let mut s = sim();
+    let (a, b) = s.pair();
+    let skip = s.peer(b).received.len();
+    let stream = numbered(0, 3 * s.limits.read_budget / 100, 100);
+    s.send(a, &stream);
+    s.pump();
+    assert_eq!(received_since(&s, b, skip), &stream[..], "all delivered");
+    let kept = s.relay.status().buffers;
+    assert!(
+        kept >= s.limits.write_budget,
+        "only {kept} bytes kept for a stream that just drained"
+    );
+    s.tick();
+    assert_eq!(s.relay.status().buffers, 0, "an idle pair holds no buffers");
+}
+
 // ------------------------------------------------ fast path and slow path
 
 fn worker_of(port: u16) -> usize {
