@@ -18,10 +18,11 @@ pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 /// sender is resumed.
 pub const OUTPUT_LOW_WATER: usize = OUTPUT_HIGH_WATER / 2;
 
-/// The largest allocation an emptied queue keeps until the next tick: two
-/// turns' writes, so a stream's queue is not given back and taken again on
-/// every turn.
-const KEEP_WHEN_EMPTY: usize = 512 * 1024;
+/// The largest allocation an emptied queue keeps, so that a stream's queue
+/// is not given back and taken again on every turn. Under backpressure a
+/// queue stops near the high-water mark, and a `Vec` that doubles as it
+/// grows can take its allocation past twice that: this leaves room.
+const KEEP_WHEN_EMPTY: usize = 4 * OUTPUT_HIGH_WATER;
 
 /// Bytes accepted for a client but not yet taken by its socket.
 #[derive(Debug, Default)]
@@ -60,9 +61,10 @@ impl OutputBuffer {
         if self.written == self.bytes.len() {
             // A busy conversation empties its queue on nearly every turn and
             // refills it on the next: keep the allocation for that (handing
-            // it back and taking it again costs page faults), up to what a
-            // stream needs. A larger one held a backlog and goes now; the
-            // tick hands back the rest (`release_if_empty`).
+            // it back and taking it again costs page faults). One larger
+            // than any stream needs held long lines and goes now; the relay
+            // hands back the rest once the connection is idle
+            // (`release_if_empty`).
             self.bytes.clear();
             self.written = 0;
             if self.bytes.capacity() > KEEP_WHEN_EMPTY {
@@ -77,7 +79,7 @@ impl OutputBuffer {
     }
 
     /// Hands back the memory of an empty queue, so an idle connection
-    /// holds none; the tick calls it.
+    /// holds none.
     pub fn release_if_empty(&mut self) {
         if self.is_empty() && self.bytes.capacity() > 0 {
             self.bytes = Vec::new();
