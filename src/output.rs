@@ -18,12 +18,6 @@ pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 /// sender is resumed.
 pub const OUTPUT_LOW_WATER: usize = OUTPUT_HIGH_WATER / 2;
 
-/// The largest allocation an emptied queue keeps, so that a stream's queue
-/// is not given back and taken again on every turn. Under backpressure a
-/// queue stops near the high-water mark, and a `Vec` that doubles as it
-/// grows can take its allocation past twice that: this leaves room.
-const KEEP_WHEN_EMPTY: usize = 4 * OUTPUT_HIGH_WATER;
-
 /// Bytes accepted for a client but not yet taken by its socket.
 #[derive(Debug, Default)]
 pub struct OutputBuffer {
@@ -59,15 +53,11 @@ impl OutputBuffer {
         self.written += n;
         debug_assert!(self.written <= self.bytes.len());
         if self.written == self.bytes.len() {
-            // A busy conversation empties its queue on nearly every turn and
-            // refills it on the next: keep the allocation for that (handing
-            // it back and taking it again costs page faults). One larger
-            // than any stream needs held long lines and goes now; the relay
-            // hands back the rest once the connection is idle
-            // (`release_if_empty`).
+            // Reuse the allocation while a conversation is busy, but hand
+            // back anything large once the queue empties.
             self.bytes.clear();
             self.written = 0;
-            if self.bytes.capacity() > KEEP_WHEN_EMPTY {
+            if self.bytes.capacity() > 64 * 1024 {
                 self.bytes = Vec::new();
             }
         } else if self.written > self.bytes.len() / 2 {
@@ -76,20 +66,6 @@ impl OutputBuffer {
             self.bytes.drain(..self.written);
             self.written = 0;
         }
-    }
-
-    /// Hands back the memory of an empty queue, so an idle connection
-    /// holds none.
-    pub fn release_if_empty(&mut self) {
-        if self.is_empty() && self.bytes.capacity() > 0 {
-            self.bytes = Vec::new();
-            self.written = 0;
-        }
-    }
-
-    /// Bytes of memory this queue holds, written or not.
-    pub fn allocated(&self) -> usize {
-        self.bytes.capacity()
     }
 
     /// Bytes still waiting to be written.
@@ -154,27 +130,10 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_that_drains_a_backlog_hands_back_its_allocation_at_once() {
+    fn a_queue_that_drains_hands_back_a_large_allocation() {
         let mut out = OutputBuffer::new();
-        out.push_encoded(&vec![b'x'; KEEP_WHEN_EMPTY + 1]);
+        out.push_encoded(&vec![b'x'; 200 * 1024]);
         out.consume(out.len());
         assert_eq!(out.bytes.capacity(), 0);
-    }
-
-    #[test]
-    fn a_drained_stream_keeps_its_allocation_until_released() {
-        let mut out = OutputBuffer::new();
-        out.push_encoded(&vec![b'x'; 256 * 1024]);
-        out.consume(out.len());
-        assert!(out.bytes.capacity() >= 256 * 1024, "kept for the next turn");
-        out.release_if_empty();
-        assert_eq!(out.bytes.capacity(), 0);
-        out.push_encoded(b"queued\n");
-        out.release_if_empty();
-        assert_eq!(
-            out.pending(usize::MAX),
-            b"queued\n",
-            "a queue with bytes keeps them"
-        );
     }
 }

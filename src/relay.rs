@@ -44,12 +44,6 @@ use crate::core::{Action, Census, ConnId, Core, is_plain_chat};
 use crate::output::{OUTPUT_HIGH_WATER, OutputBuffer};
 use crate::wire::{DecodeError, Inbox, Wire};
 
-/// How long a connection must have had no turn before the tick hands back
-/// its empty buffers: as long as the default idle timeout, after which a
-/// silent client is gone anyway. Sooner costs a stream that pauses and
-/// resumes (see `release_idle_buffers`).
-const BUFFER_IDLE: Duration = Duration::from_secs(60);
-
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -119,16 +113,12 @@ impl Default for Limits {
         Limits {
             max_line: 8192,
             linger: Duration::from_secs(2),
-            // Two read buffers' worth, so that one client cannot monopolise
-            // the loop (Redis bounds each client the same way, with 64 KiB
-            // per write event). The size is a trade, measured in
-            // benches/README.md: against 64 KiB, 50 streaming pairs move
-            // 1.18 times as many messages at 0.82 times the server CPU per
-            // message (a client wakes once per turn's delivery), and a pinger
-            // beside a stream waits twice as long at the median, no longer
-            // at p99.
-            read_budget: 128 * 1024,
-            write_budget: 128 * 1024,
+            // One read buffer's worth. Redis bounds each client the same way
+            // (`NET_MAX_WRITES_PER_EVENT`, 64 KiB), so that one client cannot
+            // monopolise the loop; measured here, a larger budget bought no
+            // streaming throughput and cost the other clients' tail.
+            read_budget: 64 * 1024,
+            write_budget: 64 * 1024,
             max_queued: 256 << 20,
         }
     }
@@ -211,9 +201,6 @@ pub struct Status {
     pub queued: usize,
     /// The limit on that total.
     pub max_queued: usize,
-    /// Bytes of memory the connections' inboxes and queues hold: what is
-    /// queued, and what a busy connection keeps until the next tick.
-    pub buffers: usize,
 }
 
 impl std::fmt::Display for Status {
@@ -223,7 +210,7 @@ impl std::fmt::Display for Status {
             f,
             "worker ports: {} free, {} reserved, {} occupied; \
              connections: {} on the portal, {} awaiting a passcode, {} chatting, {} closing; \
-             {} sender(s) held back; {} bytes queued (limit {}), {} bytes of buffers held",
+             {} sender(s) held back; {} bytes queued (limit {})",
             c.free,
             c.reserved,
             c.occupied,
@@ -233,8 +220,7 @@ impl std::fmt::Display for Status {
             self.closing,
             self.held,
             self.queued,
-            self.max_queued,
-            self.buffers
+            self.max_queued
         )
     }
 }
@@ -251,9 +237,6 @@ pub struct Relay<R> {
     /// The connection whose turn it is.
     current: Option<ConnId>,
     round: u64,
-    /// The round each tick came in, for the last `BUFFER_IDLE`: a
-    /// connection whose last turn is older than the oldest is idle.
-    rounds_at_ticks: VecDeque<(Instant, u64)>,
     /// Instructions that come before any further turn.
     ios: VecDeque<Io>,
     /// Closing connections by linger deadline; the linger is one fixed
@@ -279,7 +262,6 @@ impl<R: Rng + CryptoRng> Relay<R> {
             next_round: Vec::new(),
             current: None,
             round: 0,
-            rounds_at_ticks: VecDeque::new(),
             ios: VecDeque::new(),
             lingering: VecDeque::new(),
             next_serial: 0,
@@ -351,7 +333,6 @@ impl<R: Rng + CryptoRng> Relay<R> {
             if c.paused_on.is_some() {
                 status.held += 1;
             }
-            status.buffers += c.inbox.allocated() + c.outbox.allocated();
         }
         status
     }
@@ -487,6 +468,7 @@ impl<R: Rng + CryptoRng> Relay<R> {
     pub fn read_would_block(&mut self, conn: ConnId) {
         if let Some(c) = self.conn_mut(conn) {
             c.readable = false;
+            c.inbox.shrink_if_empty();
         }
     }
 
@@ -559,13 +541,10 @@ impl<R: Rng + CryptoRng> Relay<R> {
         self.close(conn, now);
     }
 
-    /// The timer tick: the core's deadlines, the lingering closes, and the
-    /// empty buffers of idle connections handed back.
-    #[cold]
+    /// The timer tick: the core's deadlines, then the lingering closes.
     pub fn tick(&mut self, now: Instant) {
         self.core.handle_tick(now);
         self.apply_actions(now);
-        self.release_idle_buffers(now);
         while let Some(&(until, conn, serial)) = self.lingering.front() {
             if now < until {
                 break;
@@ -575,34 +554,6 @@ impl<R: Rng + CryptoRng> Relay<R> {
                 self.close(conn, now);
             }
         }
-    }
-
-    /// A busy connection keeps its buffers from turn to turn, and across a
-    /// pause: giving them back and taking them again costs page faults and
-    /// copies. Measured in the relay bench, where each system's 50 pairs
-    /// stream for 2 s and then rest while the other systems run: releasing
-    /// after 10 s of rest cost a fifth more server CPU per message than
-    /// keeping them. A connection that has had no turn for [`BUFFER_IDLE`]
-    /// gives up its empty ones.
-    fn release_idle_buffers(&mut self, now: Instant) {
-        while self
-            .rounds_at_ticks
-            .get(1)
-            .is_some_and(|&(at, _)| now.saturating_duration_since(at) >= BUFFER_IDLE)
-        {
-            self.rounds_at_ticks.pop_front();
-        }
-        if let Some(&(at, idle_before)) = self.rounds_at_ticks.front()
-            && now.saturating_duration_since(at) >= BUFFER_IDLE
-        {
-            for c in self.conns.iter_mut().flatten() {
-                if c.last_round <= idle_before {
-                    c.inbox.shrink_if_empty();
-                    c.outbox.release_if_empty();
-                }
-            }
-        }
-        self.rounds_at_ticks.push_back((now, self.round));
     }
 
     /// The server is stopping: every client is told and closed.

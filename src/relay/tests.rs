@@ -10,7 +10,7 @@ use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::{BUFFER_IDLE, Io, Limits, Role};
+use super::{Io, Limits, Role};
 use crate::core::{Action, ConnId, Core, PortState, PortalReply, Timeouts};
 use crate::output::{OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER};
 use crate::sim::{PeerId, Seen, Sim, WORKER_PORTS};
@@ -501,39 +501,6 @@ fn a_flood_gets_one_budget_per_round_and_another_line_goes_through_meanwhile() {
     assert_eq!(s.peer(a).read_this_round, budget);
     s.drain(d, usize::MAX);
     assert_eq!(received_since(&s, d, skip_d), b"ping\n");
-}
-
-// ----------------------------------------------------------------- memory
-
-/// A stream's buffers stay allocated from one turn to the next and across
-/// a pause (giving them back and taking them again costs page faults), and
-/// the tick hands them back once the pair has had no turn for
-/// `BUFFER_IDLE`.
-#[test]
-fn a_streams_buffers_are_kept_while_busy_and_handed_back_once_idle() {
-    let mut s = with_idle(2 * BUFFER_IDLE);
-    let (a, b) = s.pair();
-    let skip = s.peer(b).received.len();
-    let stream = numbered(0, 3 * s.limits.read_budget / 100, 100);
-    s.send(a, &stream);
-    s.pump();
-    assert_eq!(received_since(&s, b, skip), &stream[..], "all delivered");
-    let kept = s.relay.status().buffers;
-    assert!(
-        kept >= s.limits.write_budget,
-        "only {kept} bytes kept for a stream that just drained"
-    );
-    let second = Duration::from_secs(1);
-    let mut idle = Duration::ZERO;
-    while idle < BUFFER_IDLE {
-        s.tick();
-        assert_eq!(s.relay.status().buffers, kept, "kept after {idle:?} idle");
-        s.advance(second);
-        idle += second;
-    }
-    s.tick();
-    assert_eq!(s.relay.status().census.chatting, 2, "still in session");
-    assert_eq!(s.relay.status().buffers, 0, "an idle pair holds no buffers");
 }
 
 // ------------------------------------------------ fast path and slow path

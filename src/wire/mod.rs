@@ -221,11 +221,6 @@ impl Inbox {
         self.bytes.extend_from_slice(data);
     }
 
-    /// Bytes of memory this inbox holds, consumed or not.
-    pub fn allocated(&self) -> usize {
-        self.bytes.capacity()
-    }
-
     /// Number of bytes held that are not yet consumed.
     pub fn pending(&self) -> usize {
         self.bytes.len() - self.start
