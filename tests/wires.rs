@@ -428,19 +428,18 @@ fn assert_refused(server: &TestServer, wire: Wire, port: u16, bytes: &[u8]) {
     );
 }
 
-/// A thread that sends `text` every `every` until told to stop or a write
+/// A thread that runs `send` every `every` until told to stop or a send
 /// fails; returns the stop flag, the count sent and the thread.
 fn pinger(
-    mut sender: Sender,
-    text: &'static [u8],
     every: Duration,
+    mut send: impl FnMut() -> io::Result<()> + Send + 'static,
 ) -> (Arc<AtomicBool>, Arc<AtomicUsize>, thread::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let (stop2, sent2) = (stop.clone(), sent.clone());
     let handle = thread::spawn(move || {
         while !stop2.load(Ordering::SeqCst) {
-            if sender.send(text).is_err() {
+            if send().is_err() {
                 break;
             }
             sent2.fetch_add(1, Ordering::SeqCst);
@@ -637,7 +636,10 @@ fn an_idle_client_times_out_even_while_receiving(wire: Wire) {
     let mut quiet = join(&server, wire);
     let mut busy = join(&server, wire);
     quiet.expect(partner_connected(&quiet));
-    let (stop, _, talker) = pinger(busy.sender(), b"ping", Duration::from_millis(100));
+    let mut busy_sender = busy.sender();
+    let (stop, _, talker) = pinger(Duration::from_millis(100), move || {
+        busy_sender.send(b"ping")
+    });
 
     // Receiving chat is not activity: only the client's own messages are.
     let mut pings = 0;
@@ -946,11 +948,9 @@ fn a_trickle_does_not_extend_the_handshake_deadline(wire: Wire) {
     slow.send_raw(start_of_message);
     // And on the free port, nothing at all.
     let mut silent = connect_worker(&server, wire, w2);
-    let body = Sender {
-        wire,
-        stream: slow.stream.try_clone().unwrap(),
-    };
-    let (stop, sent, trickler) = raw_pinger(body, Duration::from_millis(50));
+    // The rest of it, one unframed byte at a time.
+    let mut body = slow.stream.try_clone().unwrap();
+    let (stop, sent, trickler) = pinger(Duration::from_millis(50), move || body.write_all(b"a"));
 
     slow.expect(format!("SERVER{w1}>>> Handshake timeout"));
     let cut = started.elapsed();
@@ -974,27 +974,6 @@ fn a_trickle_does_not_extend_the_handshake_deadline(wire: Wire) {
     // The reservation survived the siege.
     let mut holder = claim(&server, wire, &held, &prefixed(&held));
     holder.expect(format!("SERVER{w1}>>> Waiting for partner {w2}"));
-}
-
-/// A thread that writes one byte `a` every `every`, unframed, until told to
-/// stop or a write fails.
-fn raw_pinger(
-    mut sender: Sender,
-    every: Duration,
-) -> (Arc<AtomicBool>, Arc<AtomicUsize>, thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let (stop2, sent2) = (stop.clone(), sent.clone());
-    let handle = thread::spawn(move || {
-        while !stop2.load(Ordering::SeqCst) {
-            if sender.stream.write_all(b"a").is_err() {
-                break;
-            }
-            sent2.fetch_add(1, Ordering::SeqCst);
-            thread::sleep(every); // the trickle's pace
-        }
-    });
-    (stop, sent, handle)
 }
 
 fn twenty_thousand_messages_reach_a_late_reader_in_order(wire: Wire) {
